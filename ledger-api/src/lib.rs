@@ -1,0 +1,2 @@
+//! The axum service and operator CLI. Filled by the API issue; the only crate that knows
+//! HTTP.

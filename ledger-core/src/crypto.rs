@@ -1,0 +1,311 @@
+//! Hashes, Ed25519 signatures and the public-key records of DESIGN section 4.
+//! Signing is deterministic (Ed25519); key generation needs randomness and lives in the shell.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::ids::KeyId;
+use crate::time::Timestamp;
+
+/// Domain-separation prefix of event hashes.
+pub const EVENT_HASH_PREFIX: &[u8] = b"payout-ledger/event/v1\n";
+/// Domain-separation prefix of checkpoint signatures.
+pub const CHECKPOINT_SIG_PREFIX: &[u8] = b"payout-ledger/checkpoint/v1\n";
+/// Domain-separation prefix of 2FA proof signatures.
+pub const TWO_FACTOR_SIG_PREFIX: &[u8] = b"payout-ledger/2fa/v1\n";
+
+/// Why a hex field is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected} lowercase hex characters")]
+pub struct HexError {
+    /// How many characters were expected.
+    pub expected: usize,
+}
+
+fn decode_lower_hex<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
+    let error = HexError { expected: N * 2 };
+    if s.len() != N * 2 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(error);
+    }
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out).map_err(|_| error)?;
+    Ok(out)
+}
+
+macro_rules! hex_bytes {
+    ($(#[$meta:meta])* $name:ident, $len:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; $len]);
+
+        impl $name {
+            /// Wraps raw bytes.
+            pub fn from_bytes(bytes: [u8; $len]) -> Self {
+                Self(bytes)
+            }
+            /// The raw bytes.
+            pub fn as_bytes(&self) -> &[u8; $len] {
+                &self.0
+            }
+            /// Parses lowercase hex of exactly the right length.
+            pub fn parse(s: &str) -> Result<Self, HexError> {
+                decode_lower_hex::<$len>(s).map(Self)
+            }
+            /// Lowercase hex.
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.to_hex())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.to_hex())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+hex_bytes!(
+    /// A SHA-256 digest, 64 lowercase hex characters in JSON.
+    Hash,
+    32
+);
+hex_bytes!(
+    /// An Ed25519 signature, 128 lowercase hex characters in JSON.
+    Sig,
+    64
+);
+hex_bytes!(
+    /// An Ed25519 public key, 64 lowercase hex characters in JSON.
+    PublicKeyBytes,
+    32
+);
+
+impl Hash {
+    /// The `prev` of seq 1: 64 zeros.
+    pub const ZERO: Hash = Hash([0; 32]);
+
+    /// SHA-256 of `prefix || body`.
+    pub fn of(prefix: &[u8], body: &[u8]) -> Hash {
+        let mut hasher = Sha256::new();
+        hasher.update(prefix);
+        hasher.update(body);
+        Hash(hasher.finalize().into())
+    }
+}
+
+/// Signs `prefix || body` with `key` (deterministic).
+pub fn sign(key: &SigningKey, prefix: &[u8], body: &[u8]) -> Sig {
+    let mut message = Vec::with_capacity(prefix.len() + body.len());
+    message.extend_from_slice(prefix);
+    message.extend_from_slice(body);
+    Sig(key.sign(&message).to_bytes())
+}
+
+/// Why a signature does not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The public key is not a valid Ed25519 point, or is of small order.
+    #[error("public key is not a usable Ed25519 key")]
+    BadKey,
+    /// The signature does not verify under the key.
+    #[error("signature does not verify")]
+    Invalid,
+}
+
+/// Verifies an Ed25519 signature strictly (RFC 8032 with canonical encodings, no
+/// small-order keys or R), the rule the writer and the auditor both apply.
+pub fn verify_strict(
+    key: &PublicKeyBytes,
+    message: &[u8],
+    sig: &Sig,
+) -> Result<(), SignatureError> {
+    let key = VerifyingKey::from_bytes(key.as_bytes()).map_err(|_| SignatureError::BadKey)?;
+    if key.is_weak() {
+        return Err(SignatureError::BadKey);
+    }
+    let sig = ed25519_dalek::Signature::from_bytes(sig.as_bytes());
+    key.verify_strict(message, &sig)
+        .map_err(|_| SignatureError::Invalid)
+}
+
+/// The public half of a signing key, as the shell hands it to the core.
+pub fn public_key_of(key: &SigningKey) -> PublicKeyBytes {
+    PublicKeyBytes(key.verifying_key().to_bytes())
+}
+
+/// What a signing key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyPurpose {
+    /// Signs checkpoints.
+    Checkpoint,
+    /// Signs 2FA proofs.
+    #[serde(rename = "2fa")]
+    TwoFactor,
+}
+
+/// The signature algorithm; only Ed25519 exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// Ed25519 (RFC 8032).
+    Ed25519,
+}
+
+/// A published public key: `GET /v1/ledger/keys` and the export's `key` lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRecord {
+    /// The key's id, named by checkpoints and proofs.
+    pub key_id: KeyId,
+    /// What it signs.
+    pub purpose: KeyPurpose,
+    /// Always ed25519.
+    pub algorithm: Algorithm,
+    /// The public key.
+    pub public_key: PublicKeyBytes,
+    /// Valid from.
+    pub not_before: Timestamp,
+    /// Valid until, if retired.
+    pub not_after: Option<Timestamp>,
+}
+
+impl KeyRecord {
+    /// Whether the key was valid at `at`.
+    pub fn valid_at(&self, at: Timestamp) -> bool {
+        at >= self.not_before && self.not_after.is_none_or(|end| at <= end)
+    }
+}
+
+/// Why a key cannot be added to a [`KeySet`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeySetError {
+    /// Two records share one key id but differ.
+    #[error("key id {0} is listed twice with different contents")]
+    Conflict(KeyId),
+}
+
+/// The public keys a verifier trusts, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySet {
+    keys: BTreeMap<KeyId, KeyRecord>,
+}
+
+impl KeySet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a record; the same record twice is fine, a conflicting one is refused.
+    pub fn insert(&mut self, record: KeyRecord) -> Result<(), KeySetError> {
+        match self.keys.get(&record.key_id) {
+            Some(existing) if existing == &record => Ok(()),
+            Some(_) => Err(KeySetError::Conflict(record.key_id)),
+            None => {
+                self.keys.insert(record.key_id.clone(), record);
+                Ok(())
+            }
+        }
+    }
+
+    /// The record of `key_id`.
+    pub fn get(&self, key_id: &KeyId) -> Option<&KeyRecord> {
+        self.keys.get(key_id)
+    }
+
+    /// Every record, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &KeyRecord> {
+        self.keys.values()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Finds the key that must have signed something of `purpose` at `at`.
+    pub fn lookup(
+        &self,
+        key_id: &KeyId,
+        purpose: KeyPurpose,
+        at: Timestamp,
+    ) -> Result<&KeyRecord, KeyLookupError> {
+        let record = self.keys.get(key_id).ok_or(KeyLookupError::Unknown)?;
+        if record.purpose != purpose {
+            return Err(KeyLookupError::WrongPurpose);
+        }
+        if !record.valid_at(at) {
+            return Err(KeyLookupError::NotValidAt);
+        }
+        Ok(record)
+    }
+}
+
+/// Why a key id does not lead to a usable key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyLookupError {
+    /// No key with that id.
+    #[error("unknown key")]
+    Unknown,
+    /// The key exists but signs something else.
+    #[error("key has another purpose")]
+    WrongPurpose,
+    /// The key was not valid at the time.
+    #[error("key not valid at that time")]
+    NotValidAt,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lowercase_and_exact() {
+        assert!(Hash::parse(&"0".repeat(64)).is_ok());
+        assert!(Hash::parse(&"A".repeat(64)).is_err());
+        assert!(Hash::parse(&"0".repeat(63)).is_err());
+        assert!(Sig::parse(&"ab".repeat(64)).is_ok());
+        assert!(Sig::parse("zz").is_err());
+    }
+
+    #[test]
+    fn domain_separated_signatures_verify_only_under_their_prefix() {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let public = public_key_of(&key);
+        let sig = sign(&key, CHECKPOINT_SIG_PREFIX, b"{}");
+        let mut message = CHECKPOINT_SIG_PREFIX.to_vec();
+        message.extend_from_slice(b"{}");
+        assert_eq!(verify_strict(&public, &message, &sig), Ok(()));
+        let mut other = TWO_FACTOR_SIG_PREFIX.to_vec();
+        other.extend_from_slice(b"{}");
+        assert_eq!(
+            verify_strict(&public, &other, &sig),
+            Err(SignatureError::Invalid)
+        );
+    }
+}

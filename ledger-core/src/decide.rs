@@ -1,0 +1,657 @@
+//! `decide(&State, &Command, &Context) -> Result<Vec<EventBody>, Rejection>`: every rule
+//! of DESIGN section 3 in one place. The verifier calls this very function on each event
+//! of an export, so the writer and the auditor cannot disagree.
+
+use std::collections::BTreeSet;
+
+use crate::command::{role_subject, Command, Context, Enforcement, Rejection, POLICY_SUBJECT};
+use crate::event::{
+    AccountOpened, ApiKeyIssued, ApiKeyRevoked, EventBody, FundsDeposited, PayeeAdded,
+    PayoutApproved, PayoutAuthorized, PayoutEnded, PayoutExecuted, PayoutRejected, PayoutReleased,
+    PayoutRequested, PolicyUpdated, RoleGranted, RoleRevoked, TenantCreated, UserAdded,
+};
+use crate::ids::{PayoutId, PrincipalKind};
+use crate::money::Money;
+use crate::policy::{roles_allow, ApprovalPolicy, Permission};
+use crate::proof::{check_proof, Binding, TwoFactorProof};
+use crate::state::{transfer, Bucket, OpenPayout, Payout, PayoutStatus, TenantState};
+
+/// Longest display name.
+pub const NAME_LENGTH_MAX: usize = 200;
+/// Longest payout or deposit reference.
+pub const REFERENCE_LENGTH_MAX: usize = 140;
+/// Longest reason text.
+pub const REASON_LENGTH_MAX: usize = 500;
+/// Longest rail name.
+pub const RAIL_LENGTH_MAX: usize = 32;
+/// Most metadata entries on a payout.
+pub const METADATA_ENTRIES_MAX: usize = 20;
+/// Longest metadata key.
+pub const METADATA_KEY_LENGTH_MAX: usize = 40;
+/// Longest metadata value.
+pub const METADATA_VALUE_LENGTH_MAX: usize = 500;
+/// Most scopes on one API key.
+pub const SCOPES_MAX: usize = 32;
+/// Longest encrypted field envelope.
+pub const ENVELOPE_LENGTH_MAX: usize = 1024;
+
+fn text(field: &str, value: &str, max: usize, required: bool) -> Result<(), Rejection> {
+    if required && value.trim().is_empty() {
+        return Err(Rejection::validation(format!("{field} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(Rejection::validation(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Rejection::validation(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// An encrypted-field envelope `v1:<key_id>:<hex>`: the chain never holds a plain IBAN.
+fn envelope(field: &str, value: &str) -> Result<(), Rejection> {
+    let mut parts = value.splitn(3, ':');
+    let well_formed = value.len() <= ENVELOPE_LENGTH_MAX
+        && parts.next() == Some("v1")
+        && parts
+            .next()
+            .is_some_and(|k| crate::ids::KeyId::parse(k).is_ok())
+        && parts.next().is_some_and(|h| {
+            !h.is_empty()
+                && h.len() % 2 == 0
+                && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(Rejection::validation(format!(
+            "{field} must be an encryption envelope v1:<key_id>:<hex>"
+        )))
+    }
+}
+
+fn require_permission(
+    state: &TenantState,
+    ctx: &Context<'_>,
+    permission: Permission,
+) -> Result<(), Rejection> {
+    match ctx.enforcement {
+        Enforcement::Audit => Ok(()),
+        Enforcement::Writer => {
+            let by_roles = state
+                .roles_of(ctx.actor)
+                .is_some_and(|roles| roles_allow(roles, permission));
+            let by_scopes = ctx.scopes.is_none_or(|scopes| scopes.contains(&permission));
+            if by_roles && by_scopes {
+                Ok(())
+            } else {
+                Err(Rejection::Forbidden { permission })
+            }
+        }
+    }
+}
+
+/// Checks a proof that the writer requires and the auditor checks whenever present.
+fn administrative_proof(
+    state: &TenantState,
+    ctx: &Context<'_>,
+    required: bool,
+    proof: Option<&TwoFactorProof>,
+    action: &str,
+    subject: &str,
+    batch: Option<&[String]>,
+) -> Result<(), Rejection> {
+    let needed = match ctx.enforcement {
+        Enforcement::Writer => required,
+        Enforcement::Audit => proof.is_some(),
+    };
+    if !needed {
+        return Ok(());
+    }
+    money_proof(state, ctx, proof, action, subject, batch)
+}
+
+fn money_proof(
+    state: &TenantState,
+    ctx: &Context<'_>,
+    proof: Option<&TwoFactorProof>,
+    action: &str,
+    subject: &str,
+    batch: Option<&[String]>,
+) -> Result<(), Rejection> {
+    let binding = Binding {
+        tenant: ctx.tenant,
+        actor: ctx.actor,
+        action,
+        subject,
+        batch,
+        at: ctx.at,
+    };
+    check_proof(
+        proof,
+        binding,
+        state.last_proofs.get(ctx.actor),
+        ctx.signatures,
+    )
+    .map_err(Rejection::TwoFactor)
+}
+
+fn open_payout<'s>(
+    state: &'s TenantState,
+    payout: &PayoutId,
+    expected: &[PayoutStatus],
+) -> Result<&'s OpenPayout, Rejection> {
+    let entry = state
+        .payouts
+        .get(payout)
+        .ok_or(Rejection::NotFound { what: "payout" })?;
+    match entry {
+        Payout::Open(open) if expected.contains(&open.status) => Ok(open),
+        Payout::Open(_) | Payout::Closed(_) => Err(Rejection::state(format!(
+            "payout is {}",
+            entry.status().name()
+        ))),
+    }
+}
+
+fn four_eyes(condition: bool, detail: &'static str) -> Result<(), Rejection> {
+    if condition {
+        Err(Rejection::FourEyes { detail })
+    } else {
+        Ok(())
+    }
+}
+
+fn batch_member(batch: Option<&Vec<String>>, subject: &str) -> Result<(), Rejection> {
+    match batch {
+        None => Ok(()),
+        Some(list) => {
+            let unique: BTreeSet<&String> = list.iter().collect();
+            if list.is_empty()
+                || list.len() > crate::proof::BATCH_SUBJECTS_MAX
+                || unique.len() != list.len()
+                || !list.iter().any(|s| s == subject)
+            {
+                Err(Rejection::validation(
+                    "batch list must be unique and contain the subject",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Decides one command against the state: the events it produces, or why not.
+pub fn decide(
+    state: &TenantState,
+    command: &Command,
+    ctx: &Context<'_>,
+) -> Result<Vec<EventBody>, Rejection> {
+    if ctx.tenant != &state.tenant {
+        return Err(Rejection::NotFound { what: "tenant" });
+    }
+    if let Command::CreateTenant { name, admin } = command {
+        if state.created {
+            return Err(Rejection::state("tenant already exists"));
+        }
+        text("name", name, NAME_LENGTH_MAX, true)?;
+        if ctx.enforcement == Enforcement::Writer && admin.is_none() {
+            return Err(Rejection::validation(
+                "a tenant needs a first administrator",
+            ));
+        }
+        return Ok(vec![EventBody::TenantCreated(TenantCreated {
+            name: name.clone(),
+            admin: admin.clone(),
+        })]);
+    }
+    if !state.created {
+        return Err(Rejection::NotFound { what: "tenant" });
+    }
+    let body = match command {
+        Command::CreateTenant { .. } => unreachable!("handled above"),
+        Command::AddUser { user, name } => {
+            require_permission(state, ctx, Permission::UserManage)?;
+            text("name", name, NAME_LENGTH_MAX, true)?;
+            if state.principals.get(user).is_some_and(|p| p.added) {
+                return Err(Rejection::state("user already exists"));
+            }
+            EventBody::UserAdded(UserAdded {
+                user: user.clone(),
+                name: name.clone(),
+            })
+        }
+        Command::GrantRole {
+            user,
+            role,
+            two_factor,
+            batch,
+        } => {
+            require_permission(state, ctx, Permission::RoleManage)?;
+            four_eyes(user == ctx.actor, "nobody grants their own roles")?;
+            let principal = state.principals.get(user);
+            if ctx.enforcement == Enforcement::Writer && !principal.is_some_and(|p| p.added) {
+                return Err(Rejection::NotFound { what: "user" });
+            }
+            if principal.is_some_and(|p| p.roles.contains(role)) {
+                return Err(Rejection::state(format!("user already has role {role}")));
+            }
+            let subject = role_subject(user, *role);
+            batch_member(batch.as_ref(), &subject)?;
+            administrative_proof(
+                state,
+                ctx,
+                role.grant_needs_two_factor(),
+                two_factor.as_ref(),
+                command.action(),
+                &subject,
+                batch.as_deref(),
+            )?;
+            EventBody::RoleGranted(RoleGranted {
+                user: user.clone(),
+                role: *role,
+                two_factor: two_factor.clone(),
+                batch: batch.clone(),
+            })
+        }
+        Command::RevokeRole { user, role } => {
+            require_permission(state, ctx, Permission::RoleManage)?;
+            four_eyes(user == ctx.actor, "nobody revokes their own roles")?;
+            if !state
+                .roles_of(user)
+                .is_some_and(|roles| roles.contains(role))
+            {
+                return Err(Rejection::state(format!("user does not have role {role}")));
+            }
+            EventBody::RoleRevoked(RoleRevoked {
+                user: user.clone(),
+                role: *role,
+            })
+        }
+        Command::IssueApiKey {
+            key,
+            scopes,
+            expires_at,
+            two_factor,
+        } => {
+            if state.api_keys.contains_key(key) {
+                return Err(Rejection::state("api key id already exists"));
+            }
+            let unique: BTreeSet<&Permission> = scopes.iter().collect();
+            if scopes.len() > SCOPES_MAX || unique.len() != scopes.len() {
+                return Err(Rejection::validation("scopes must be unique, at most 32"));
+            }
+            if expires_at.is_some_and(|end| end <= ctx.at) {
+                return Err(Rejection::validation("expires_at must be in the future"));
+            }
+            let first_key = !state.api_keys.values().any(|owner| owner == ctx.actor);
+            let is_person = ctx.actor.kind() == PrincipalKind::User;
+            administrative_proof(
+                state,
+                ctx,
+                is_person && !first_key,
+                two_factor.as_ref(),
+                command.action(),
+                key.as_str(),
+                None,
+            )?;
+            EventBody::ApiKeyIssued(ApiKeyIssued {
+                key: key.clone(),
+                user: ctx.actor.clone(),
+                scopes: scopes.clone(),
+                expires_at: *expires_at,
+                two_factor: two_factor.clone(),
+            })
+        }
+        Command::RevokeApiKey { key } => {
+            let owner = state
+                .api_keys
+                .get(key)
+                .ok_or(Rejection::NotFound { what: "api key" })?;
+            if owner != ctx.actor {
+                require_permission(state, ctx, Permission::ApiKeyManage)?;
+            }
+            EventBody::ApiKeyRevoked(ApiKeyRevoked { key: key.clone() })
+        }
+        Command::OpenAccount {
+            account,
+            currency,
+            name,
+        } => {
+            require_permission(state, ctx, Permission::AccountManage)?;
+            if let Some(name) = name {
+                text("name", name, NAME_LENGTH_MAX, false)?;
+            }
+            if state.accounts.contains_key(account) {
+                return Err(Rejection::state("account already exists"));
+            }
+            EventBody::AccountOpened(AccountOpened {
+                account: account.clone(),
+                currency: *currency,
+                name: name.clone(),
+            })
+        }
+        Command::Deposit {
+            account,
+            money,
+            reference,
+        } => {
+            require_permission(state, ctx, Permission::FundsDeposit)?;
+            if let Some(reference) = reference {
+                text("reference", reference, REFERENCE_LENGTH_MAX, false)?;
+            }
+            let target = state
+                .accounts
+                .get(account)
+                .ok_or(Rejection::NotFound { what: "account" })?;
+            if target.currency != money.currency() {
+                return Err(Rejection::validation("currency differs from the account's"));
+            }
+            EventBody::FundsDeposited(FundsDeposited {
+                account: account.clone(),
+                amount: money.to_text(),
+                currency: money.currency(),
+                reference: reference.clone(),
+                postings: transfer(
+                    Bucket::WorldFunding,
+                    Bucket::Available(account.clone()),
+                    money,
+                ),
+            })
+        }
+        Command::AddPayee { payee, name, iban } => {
+            require_permission(state, ctx, Permission::PayeeManage)?;
+            text("name", name, NAME_LENGTH_MAX, true)?;
+            envelope("iban", iban)?;
+            if state.payees.contains_key(payee) {
+                return Err(Rejection::state("payee already exists"));
+            }
+            EventBody::PayeeAdded(PayeeAdded {
+                payee: payee.clone(),
+                name: name.clone(),
+                iban: iban.clone(),
+            })
+        }
+        Command::UpdatePolicy { rules, two_factor } => {
+            require_permission(state, ctx, Permission::PolicyManage)?;
+            ApprovalPolicy::from_rules(rules).map_err(|e| Rejection::validation(e.to_string()))?;
+            administrative_proof(
+                state,
+                ctx,
+                true,
+                two_factor.as_ref(),
+                command.action(),
+                POLICY_SUBJECT,
+                None,
+            )?;
+            EventBody::PolicyUpdated(PolicyUpdated {
+                rules: rules.clone(),
+                two_factor: two_factor.clone(),
+            })
+        }
+        Command::RequestPayout {
+            payout,
+            account,
+            payee,
+            money,
+            reference,
+            metadata,
+        } => {
+            require_permission(state, ctx, Permission::PayoutRequest)?;
+            text("reference", reference, REFERENCE_LENGTH_MAX, true)?;
+            if let Some(metadata) = metadata {
+                if metadata.len() > METADATA_ENTRIES_MAX {
+                    return Err(Rejection::validation("too many metadata entries"));
+                }
+                for (key, value) in metadata {
+                    text("metadata key", key, METADATA_KEY_LENGTH_MAX, true)?;
+                    text("metadata value", value, METADATA_VALUE_LENGTH_MAX, false)?;
+                }
+            }
+            if state.payouts.contains_key(payout) {
+                return Err(Rejection::state("payout already exists"));
+            }
+            let source = state
+                .accounts
+                .get(account)
+                .ok_or(Rejection::NotFound { what: "account" })?;
+            if !state.payees.contains_key(payee) {
+                return Err(Rejection::NotFound { what: "payee" });
+            }
+            if source.currency != money.currency() {
+                return Err(Rejection::validation("currency differs from the account's"));
+            }
+            EventBody::PayoutRequested(PayoutRequested {
+                payout: payout.clone(),
+                account: account.clone(),
+                payee: payee.clone(),
+                amount: money.to_text(),
+                currency: money.currency(),
+                reference: reference.clone(),
+                metadata: metadata.clone(),
+            })
+        }
+        Command::ApprovePayout { payout, batch } => {
+            require_permission(state, ctx, Permission::PayoutApprove)?;
+            let open = open_payout(state, payout, &[PayoutStatus::Requested])?;
+            four_eyes(
+                &open.requester == ctx.actor,
+                "the approver requested this payout",
+            )?;
+            four_eyes(
+                open.approvers.contains(ctx.actor),
+                "this approver already approved this payout",
+            )?;
+            batch_member(batch.as_ref(), payout.as_str())?;
+            EventBody::PayoutApproved(PayoutApproved {
+                payout: payout.clone(),
+                batch: batch.clone(),
+            })
+        }
+        Command::RejectPayout { payout, reason } => {
+            require_permission(state, ctx, Permission::PayoutReject)?;
+            text("reason", reason, REASON_LENGTH_MAX, true)?;
+            open_payout(
+                state,
+                payout,
+                &[PayoutStatus::Requested, PayoutStatus::Approved],
+            )?;
+            EventBody::PayoutRejected(PayoutRejected {
+                payout: payout.clone(),
+                reason: reason.clone(),
+            })
+        }
+        Command::AuthorizePayout {
+            payout,
+            two_factor,
+            batch,
+        } => {
+            require_permission(state, ctx, Permission::PayoutAuthorize)?;
+            let open = open_payout(state, payout, &[PayoutStatus::Approved])?;
+            four_eyes(
+                &open.requester == ctx.actor,
+                "the authorizer requested this payout",
+            )?;
+            four_eyes(
+                open.approvers.contains(ctx.actor),
+                "the authorizer approved this payout",
+            )?;
+            batch_member(batch.as_ref(), payout.as_str())?;
+            money_proof(
+                state,
+                ctx,
+                two_factor.as_ref(),
+                command.action(),
+                payout.as_str(),
+                batch.as_deref(),
+            )?;
+            let available = Bucket::Available(open.account.clone());
+            if state.balance(&available, open.money.currency()) < open.money.amount() {
+                return Err(Rejection::InsufficientFunds);
+            }
+            EventBody::PayoutAuthorized(PayoutAuthorized {
+                payout: payout.clone(),
+                two_factor: two_factor.clone(),
+                postings: transfer(available, Bucket::Held(open.account.clone()), &open.money),
+                batch: batch.clone(),
+            })
+        }
+        Command::ExecutePayout {
+            payout,
+            rail,
+            two_factor,
+            batch,
+        } => {
+            require_permission(state, ctx, Permission::PayoutExecute)?;
+            if let Some(rail) = rail {
+                text("rail", rail, RAIL_LENGTH_MAX, true)?;
+            }
+            let open = open_payout(state, payout, &[PayoutStatus::Authorized])?;
+            four_eyes(
+                &open.requester == ctx.actor,
+                "the executor requested this payout",
+            )?;
+            four_eyes(
+                open.approvers.contains(ctx.actor),
+                "the executor approved this payout",
+            )?;
+            four_eyes(
+                open.authorizer.as_ref() == Some(ctx.actor),
+                "the executor authorized this payout",
+            )?;
+            batch_member(batch.as_ref(), payout.as_str())?;
+            money_proof(
+                state,
+                ctx,
+                two_factor.as_ref(),
+                command.action(),
+                payout.as_str(),
+                batch.as_deref(),
+            )?;
+            EventBody::PayoutExecuted(PayoutExecuted {
+                payout: payout.clone(),
+                rail: rail.clone(),
+                two_factor: two_factor.clone(),
+                batch: batch.clone(),
+            })
+        }
+        Command::ReleasePayout {
+            payout,
+            two_factor,
+            batch,
+        } => {
+            require_permission(state, ctx, Permission::PayoutRelease)?;
+            let open = open_payout(state, payout, &[PayoutStatus::Executed])?;
+            four_eyes(
+                open.executor.as_ref() == Some(ctx.actor),
+                "the releaser executed this payout",
+            )?;
+            batch_member(batch.as_ref(), payout.as_str())?;
+            let person = ctx.actor.kind() == PrincipalKind::User;
+            if person || two_factor.is_some() {
+                money_proof(
+                    state,
+                    ctx,
+                    two_factor.as_ref(),
+                    command.action(),
+                    payout.as_str(),
+                    batch.as_deref(),
+                )?;
+            }
+            EventBody::PayoutReleased(PayoutReleased {
+                payout: payout.clone(),
+                two_factor: two_factor.clone(),
+                postings: transfer(
+                    Bucket::Held(open.account.clone()),
+                    Bucket::WorldPayees,
+                    &open.money,
+                ),
+                batch: batch.clone(),
+            })
+        }
+        Command::FailPayout { payout, reason } => {
+            require_permission(state, ctx, Permission::PayoutFail)?;
+            text("reason", reason, REASON_LENGTH_MAX, true)?;
+            let open = open_payout(state, payout, &[PayoutStatus::Executed])?;
+            EventBody::PayoutFailed(PayoutEnded {
+                payout: payout.clone(),
+                reason: reason.clone(),
+                postings: return_hold(open),
+            })
+        }
+        Command::CancelPayout { payout, reason } => {
+            require_permission(state, ctx, Permission::PayoutCancel)?;
+            text("reason", reason, REASON_LENGTH_MAX, true)?;
+            let open = open_payout(
+                state,
+                payout,
+                &[
+                    PayoutStatus::Requested,
+                    PayoutStatus::Approved,
+                    PayoutStatus::Authorized,
+                ],
+            )?;
+            let postings = if open.status == PayoutStatus::Authorized {
+                return_hold(open)
+            } else {
+                Vec::new()
+            };
+            EventBody::PayoutCancelled(PayoutEnded {
+                payout: payout.clone(),
+                reason: reason.clone(),
+                postings,
+            })
+        }
+    };
+    Ok(vec![body])
+}
+
+fn return_hold(open: &OpenPayout) -> Vec<crate::event::Posting> {
+    transfer(
+        Bucket::Held(open.account.clone()),
+        Bucket::Available(open.account.clone()),
+        &open.money,
+    )
+}
+
+/// Decides a batch all or nothing: each command sees the state left by the ones before
+/// it; the first rejection rejects the whole batch (with the index of the culprit).
+pub fn decide_batch(
+    state: &TenantState,
+    commands: &[Command],
+    ctx: &Context<'_>,
+) -> Result<Vec<EventBody>, (usize, Rejection)> {
+    let mut scratch = state.clone();
+    let mut bodies = Vec::with_capacity(commands.len());
+    for (index, command) in commands.iter().enumerate() {
+        let produced = decide(&scratch, command, ctx).map_err(|r| (index, r))?;
+        for body in produced {
+            scratch.apply_body(ctx.actor, &body);
+            bodies.push(body);
+        }
+    }
+    Ok(bodies)
+}
+
+/// The rejected command as evidence for the chain.
+pub fn rejection_event(command: &Command, rejection: &Rejection) -> EventBody {
+    EventBody::CommandRejected(crate::event::CommandRejected {
+        action: command.action().to_owned(),
+        subject: command.subject(),
+        reason: rejection.code().to_owned(),
+        detail: Some(rejection.to_string()),
+    })
+}
+
+/// Parses a payout amount as events carry it (used when re-deciding an export).
+pub(crate) fn exact_money(
+    amount: &str,
+    currency: crate::money::Currency,
+) -> Result<Money, Rejection> {
+    Money::parse_exact(amount, currency).map_err(|e| Rejection::validation(format!("amount: {e}")))
+}

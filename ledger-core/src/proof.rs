@@ -1,0 +1,264 @@
+//! 2FA proofs (DESIGN sections 3 and 4): issued by the API after a TOTP check, signed with
+//! the 2FA key, carried inside the event, and checked by the core and the auditor alike.
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use crate::canonical;
+use crate::crypto::{self, Hash, KeyPurpose, KeySet, Sig, TWO_FACTOR_SIG_PREFIX};
+use crate::ids::{KeyId, PrincipalId, TenantId};
+use crate::time::Timestamp;
+
+/// How old a proof may be when the command is decided.
+pub const PROOF_AGE_MAX_MICROS: i64 = 300 * 1_000_000;
+/// Most subjects one batch proof may cover.
+pub const BATCH_SUBJECTS_MAX: usize = 1000;
+
+/// A 2FA proof: `data.two_factor` of a gated event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwoFactorProof {
+    /// Format version, 1.
+    pub v: u32,
+    /// The tenant the code was verified in.
+    pub tenant: TenantId,
+    /// The principal who typed the code.
+    pub actor: PrincipalId,
+    /// The action it allows, e.g. `payout.authorize`.
+    pub action: String,
+    /// The subject (`po_…`, `usr_x:role`, ...) or `batch:<hex sha256>`.
+    pub subject: String,
+    /// The TOTP time step the code belonged to.
+    pub step: u64,
+    /// When the API verified the code.
+    pub verified_at: Timestamp,
+    /// The 2FA key that signed the proof.
+    pub key_id: KeyId,
+    /// Ed25519 over `"payout-ledger/2fa/v1\n" || JCS(proof without sig)`.
+    pub sig: Sig,
+}
+
+/// The fields a proof signs, in one place so that signing and checking cannot drift.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnsignedProof {
+    /// Format version, 1.
+    pub v: u32,
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Actor.
+    pub actor: PrincipalId,
+    /// Action.
+    pub action: String,
+    /// Subject.
+    pub subject: String,
+    /// TOTP step.
+    pub step: u64,
+    /// Verification time.
+    pub verified_at: Timestamp,
+    /// Signing key id.
+    pub key_id: KeyId,
+}
+
+impl UnsignedProof {
+    /// The exact bytes that are signed (prefix included).
+    pub fn signed_message(&self) -> Vec<u8> {
+        let value = match serde_json::to_value(self) {
+            Ok(value) => value,
+            Err(e) => unreachable!("a proof always serialises: {e}"),
+        };
+        let mut message = TWO_FACTOR_SIG_PREFIX.to_vec();
+        if let Err(e) = canonical::write_canonical(&value, &mut message) {
+            unreachable!("a proof is always in the canonical domain: {e}");
+        }
+        message
+    }
+
+    /// Signs with the 2FA key (the shell holds it).
+    pub fn sign(self, key: &SigningKey) -> TwoFactorProof {
+        let message = self.signed_message();
+        let sig = crypto::sign(key, &[], &message);
+        TwoFactorProof {
+            v: self.v,
+            tenant: self.tenant,
+            actor: self.actor,
+            action: self.action,
+            subject: self.subject,
+            step: self.step,
+            verified_at: self.verified_at,
+            key_id: self.key_id,
+            sig,
+        }
+    }
+}
+
+impl TwoFactorProof {
+    /// The signed fields.
+    pub fn unsigned(&self) -> UnsignedProof {
+        UnsignedProof {
+            v: self.v,
+            tenant: self.tenant.clone(),
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            subject: self.subject.clone(),
+            step: self.step,
+            verified_at: self.verified_at,
+            key_id: self.key_id.clone(),
+        }
+    }
+}
+
+/// `batch:` + hex(SHA-256(JCS(sorted subjects))).
+pub fn batch_subject<S: AsRef<str>>(subjects: &[S]) -> String {
+    let mut sorted: Vec<&str> = subjects.iter().map(AsRef::as_ref).collect();
+    sorted.sort_unstable();
+    let mut json = Vec::with_capacity(sorted.len() * 16 + 2);
+    json.push(b'[');
+    for (i, s) in sorted.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        canonical::write_string(s, &mut json);
+    }
+    json.push(b']');
+    format!("batch:{}", Hash::of(&[], &json).to_hex())
+}
+
+/// Why a 2FA proof is refused. Each maps to `two_factor_required` (missing) or
+/// `two_factor_invalid` (the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TwoFactorFailure {
+    /// No proof where one is needed.
+    #[error("a 2FA proof is required")]
+    Missing,
+    /// Proof format version other than 1.
+    #[error("unsupported proof version")]
+    Version,
+    /// The key id names no 2FA key valid at `verified_at`.
+    #[error("proof signed with an unknown or invalid 2FA key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("proof signature does not verify")]
+    BadSignature,
+    /// The proof is for another tenant.
+    #[error("proof is for another tenant")]
+    OtherTenant,
+    /// The proof is for another principal.
+    #[error("proof is for another actor")]
+    OtherActor,
+    /// The proof is for another action.
+    #[error("proof is for another action")]
+    OtherAction,
+    /// The proof is for another subject.
+    #[error("proof is for another subject")]
+    OtherSubject,
+    /// A batch proof used for a subject outside its batch, or a batch list that does not
+    /// hash to the proof's subject.
+    #[error("subject is not in the proof's batch")]
+    NotInBatch,
+    /// `verified_at` more than 300 s before the command, or after it.
+    #[error("proof is not fresh (older than 300 s or from the future)")]
+    Stale,
+    /// The step is not greater than a step the actor already used.
+    #[error("proof step already used (replay)")]
+    Replayed,
+}
+
+/// What a proof must be bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    /// The command's tenant.
+    pub tenant: &'a TenantId,
+    /// The command's actor.
+    pub actor: &'a PrincipalId,
+    /// The command's action.
+    pub action: &'a str,
+    /// The command's own subject.
+    pub subject: &'a str,
+    /// The batch list, when the command is part of a batch.
+    pub batch: Option<&'a [String]>,
+    /// When the command is decided.
+    pub at: Timestamp,
+}
+
+/// Checks proof signatures. The writer verifies directly; the auditor may answer from
+/// results it computed in parallel or in batches.
+pub trait SignatureCheck {
+    /// Whether `proof` is signed by a 2FA key of `keys` valid at its `verified_at`.
+    fn check_signature(&self, proof: &TwoFactorProof) -> Result<(), TwoFactorFailure>;
+}
+
+/// Verifies each signature strictly against a key set.
+#[derive(Debug, Clone, Copy)]
+pub struct DirectCheck<'a>(pub &'a KeySet);
+
+impl SignatureCheck for DirectCheck<'_> {
+    fn check_signature(&self, proof: &TwoFactorProof) -> Result<(), TwoFactorFailure> {
+        verify_proof_signature(self.0, proof)
+    }
+}
+
+/// Strict single verification of one proof's signature.
+pub fn verify_proof_signature(
+    keys: &KeySet,
+    proof: &TwoFactorProof,
+) -> Result<(), TwoFactorFailure> {
+    let record = keys
+        .lookup(&proof.key_id, KeyPurpose::TwoFactor, proof.verified_at)
+        .map_err(|_| TwoFactorFailure::UnknownKey)?;
+    let message = proof.unsigned().signed_message();
+    crypto::verify_strict(&record.public_key, &message, &proof.sig).map_err(|e| match e {
+        crypto::SignatureError::BadKey => TwoFactorFailure::UnknownKey,
+        crypto::SignatureError::Invalid => TwoFactorFailure::BadSignature,
+    })
+}
+
+/// Checks a proof against its binding, freshness, the actor's last proof and its signature.
+pub fn check_proof(
+    proof: Option<&TwoFactorProof>,
+    binding: Binding<'_>,
+    last_proof: Option<&TwoFactorProof>,
+    signatures: &dyn SignatureCheck,
+) -> Result<(), TwoFactorFailure> {
+    let proof = proof.ok_or(TwoFactorFailure::Missing)?;
+    if proof.v != 1 {
+        return Err(TwoFactorFailure::Version);
+    }
+    signatures.check_signature(proof)?;
+    if &proof.tenant != binding.tenant {
+        return Err(TwoFactorFailure::OtherTenant);
+    }
+    if &proof.actor != binding.actor {
+        return Err(TwoFactorFailure::OtherActor);
+    }
+    if proof.action != binding.action {
+        return Err(TwoFactorFailure::OtherAction);
+    }
+    match binding.batch {
+        None => {
+            if proof.subject != binding.subject {
+                return Err(TwoFactorFailure::OtherSubject);
+            }
+        }
+        Some(batch) => {
+            let unique: std::collections::BTreeSet<&String> = batch.iter().collect();
+            let well_formed = !batch.is_empty()
+                && batch.len() <= BATCH_SUBJECTS_MAX
+                && unique.len() == batch.len()
+                && batch.iter().any(|s| s == binding.subject);
+            if !well_formed || proof.subject != batch_subject(batch) {
+                return Err(TwoFactorFailure::NotInBatch);
+            }
+        }
+    }
+    let age = binding.at.micros_since(proof.verified_at);
+    if !(0..=PROOF_AGE_MAX_MICROS).contains(&age) {
+        return Err(TwoFactorFailure::Stale);
+    }
+    if let Some(last) = last_proof {
+        let same_batch_proof = last == proof && binding.batch.is_some();
+        if !same_batch_proof && proof.step <= last.step {
+            return Err(TwoFactorFailure::Replayed);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,895 @@
+//! Verification of an export (DESIGN section 4): the chain's integrity (seq contiguity,
+//! prev links, hashes, checkpoints) and its rules, by re-deciding every event with the
+//! same `decide` the writer uses (in [`Enforcement::Audit`]).
+//!
+//! Integrity breaks rank before rule breaks: if the log was altered, that is the finding,
+//! whatever the altered content says. Among integrity breaks the lowest seq wins, an event
+//! before a checkpoint at the same seq.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::canonical::{self, CanonicalError};
+use crate::checkpoint::Checkpoint;
+use crate::command::{Command, Context, Enforcement, Rejection};
+use crate::crypto::{Hash, KeyPurpose, KeyRecord, KeySet, PublicKeyBytes};
+use crate::decide::{decide, exact_money};
+use crate::event::{Event, EventBody, EventError, ParsedEvent, Posting};
+use crate::ids::{KeyId, PrincipalKind, TenantId};
+use crate::money::{Currency, SignedAmount};
+use crate::proof::{SignatureCheck, TwoFactorFailure, TwoFactorProof};
+use crate::state::{Bucket, TenantState};
+use crate::time::Timestamp;
+
+/// The export format name of the header line.
+pub const EXPORT_FORMAT: &str = "payout-ledger-export";
+/// Longest export line accepted.
+pub const LINE_LENGTH_MAX: usize = 1 << 20;
+
+/// The first line of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    /// Always `payout-ledger-export`.
+    pub format: String,
+    /// Format version, 1.
+    pub v: u32,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// First seq in the file.
+    pub from_seq: u64,
+    /// Last seq in the file.
+    pub to_seq: u64,
+    /// When the export was written.
+    pub exported_at: Timestamp,
+}
+
+/// One parsed export line.
+#[derive(Debug, Clone)]
+pub enum ExportLine {
+    /// `{"type":"header",...}`
+    Header(Header),
+    /// `{"type":"key","key":{...}}`
+    Key(KeyRecord),
+    /// `{"type":"event","event":{...}}`
+    Event(Box<ParsedEvent>),
+    /// `{"type":"checkpoint","checkpoint":{...}}`
+    Checkpoint(Checkpoint),
+}
+
+/// Why a line cannot be read: the input is unusable (exit 2), not evidence of tampering.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    /// Longer than [`LINE_LENGTH_MAX`].
+    #[error("line too long")]
+    TooLong,
+    /// Not JSON of the canonical domain.
+    #[error(transparent)]
+    Json(#[from] CanonicalError),
+    /// Not an export line.
+    #[error("not an export line: {0}")]
+    Shape(String),
+    /// An event envelope that cannot be read.
+    #[error("event: {0}")]
+    Event(#[from] EventError),
+}
+
+fn take_field<T: for<'de> Deserialize<'de>>(
+    map: &mut serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<T, LineError> {
+    let value = map
+        .remove(field)
+        .ok_or_else(|| LineError::Shape(format!("missing {field:?}")))?;
+    T::deserialize(value).map_err(|e| LineError::Shape(format!("{field}: {e}")))
+}
+
+/// Parses one export line. Pure and thread-safe: the auditor runs it in parallel.
+pub fn parse_line(text: &str) -> Result<ExportLine, LineError> {
+    if text.len() > LINE_LENGTH_MAX {
+        return Err(LineError::TooLong);
+    }
+    let Value::Object(mut map) = canonical::parse_value(text)? else {
+        return Err(LineError::Shape("not a JSON object".into()));
+    };
+    let kind: String = take_field(&mut map, "type")?;
+    let line = match kind.as_str() {
+        "header" => ExportLine::Header(
+            Header::deserialize(Value::Object(std::mem::take(&mut map)))
+                .map_err(|e| LineError::Shape(format!("header: {e}")))?,
+        ),
+        "key" => ExportLine::Key(take_field(&mut map, "key")?),
+        "checkpoint" => ExportLine::Checkpoint(take_field(&mut map, "checkpoint")?),
+        "event" => {
+            let event = map
+                .remove("event")
+                .ok_or_else(|| LineError::Shape("missing \"event\"".into()))?;
+            ExportLine::Event(Box::new(Event::from_value(event)?))
+        }
+        _ => return Err(LineError::Shape("unknown line type".into())),
+    };
+    if let Some(extra) = map.keys().next() {
+        return Err(LineError::Shape(format!(
+            "unexpected field {:?}",
+            extra.chars().take(32).collect::<String>()
+        )));
+    }
+    Ok(line)
+}
+
+/// Where a break is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "at", rename_all = "snake_case")]
+pub enum BreakLocation {
+    /// An event (or the seq where one is missing).
+    Event {
+        /// The seq.
+        seq: u64,
+    },
+    /// A checkpoint, named by the seq it signs.
+    Checkpoint {
+        /// The checkpoint's seq.
+        seq: u64,
+    },
+}
+
+/// What kind of break.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakKind {
+    /// A seq missing, repeated, out of order, or beyond the header's range.
+    Sequence,
+    /// `prev` does not match the previous event's hash.
+    Link,
+    /// `hash` does not match the canonical bytes.
+    Hash,
+    /// An event or checkpoint of another tenant.
+    Tenant,
+    /// A checkpoint whose signature or head does not verify.
+    Checkpoint,
+    /// The event's data does not fit its kind.
+    Data,
+    /// The postings do not sum to zero or take a tenant account below zero.
+    Postings,
+    /// The event breaks a ledger rule (code as in `command.rejected`).
+    Rule,
+}
+
+impl BreakKind {
+    fn is_integrity(&self) -> bool {
+        match self {
+            BreakKind::Sequence
+            | BreakKind::Link
+            | BreakKind::Hash
+            | BreakKind::Tenant
+            | BreakKind::Checkpoint => true,
+            BreakKind::Data | BreakKind::Postings | BreakKind::Rule => false,
+        }
+    }
+}
+
+/// The first break found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Break {
+    /// Where.
+    #[serde(flatten)]
+    pub location: BreakLocation,
+    /// What kind.
+    pub kind: BreakKind,
+    /// The rule code for [`BreakKind::Rule`] (e.g. `four_eyes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Explanation.
+    pub reason: String,
+    /// The line of the file (1-based).
+    pub line: usize,
+}
+
+impl Break {
+    fn seq(&self) -> u64 {
+        match self.location {
+            BreakLocation::Event { seq } | BreakLocation::Checkpoint { seq } => seq,
+        }
+    }
+}
+
+/// Counts for the auditor's summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// The tenant.
+    pub tenant: Option<TenantId>,
+    /// Events read.
+    pub events: u64,
+    /// Events by kind.
+    pub events_by_kind: BTreeMap<String, u64>,
+    /// Payouts by their last status.
+    pub payouts_by_status: BTreeMap<String, u64>,
+    /// Money deposited, per currency.
+    pub deposited: BTreeMap<Currency, Decimal>,
+    /// Money released to payees, per currency.
+    pub released: BTreeMap<Currency, Decimal>,
+    /// Money movements (authorize, execute, release) carrying a 2FA proof.
+    pub money_movements_with_two_factor: u64,
+    /// Releases confirmed by a service principal (which needs no 2FA).
+    pub money_movements_by_services: u64,
+    /// Money movements by persons without a 2FA proof (0 in an intact log).
+    pub money_movements_without_two_factor: u64,
+    /// `command.rejected` events: denied attempts kept as evidence.
+    pub commands_rejected: u64,
+    /// Checkpoints whose signature and head verified.
+    pub checkpoints_verified: u64,
+    /// Key ids that signed a verified checkpoint or proof.
+    pub keys_used: BTreeSet<KeyId>,
+    /// Whether the keys were pinned by the auditor (else the export's own key lines).
+    pub keys_pinned: bool,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// `None` when intact; else the first break (integrity before rules).
+    #[serde(rename = "break")]
+    pub first_break: Option<Break>,
+    /// The first rule break, when an integrity break outranks it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub also_rule_break: Option<Break>,
+    /// Counts.
+    pub summary: Summary,
+}
+
+impl Report {
+    /// Whether the export verified intact.
+    pub fn is_intact(&self) -> bool {
+        self.first_break.is_none()
+    }
+}
+
+/// Why verification cannot even start or finish: the input is not a usable export.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// A line could not be parsed.
+    #[error("line {line}: {error}")]
+    Line {
+        /// 1-based line number.
+        line: usize,
+        /// Why.
+        error: LineError,
+    },
+    /// The first line is not a header, or a second header appears.
+    #[error("line {line}: {message}")]
+    Structure {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The export is empty.
+    #[error("empty input: not an export")]
+    Empty,
+}
+
+/// Proof signatures verified ahead of time (in parallel, in batches), keyed by the exact
+/// proof and the key that verified it; anything not in it is verified on the spot.
+pub type SignatureCache = HashMap<(PublicKeyBytes, TwoFactorProof), bool>;
+
+/// Verifies the signatures of `proofs` under `keys`, in one Ed25519 batch where all are
+/// valid (the common case), else one by one so each gets its own answer.
+pub fn precheck_signatures(keys: &KeySet, proofs: &[&TwoFactorProof]) -> SignatureCache {
+    let mut cache = SignatureCache::with_capacity(proofs.len());
+    let mut messages = Vec::with_capacity(proofs.len());
+    let mut signatures = Vec::with_capacity(proofs.len());
+    let mut verifying_keys = Vec::with_capacity(proofs.len());
+    let mut entries = Vec::with_capacity(proofs.len());
+    let mut seen = HashSet::new();
+    for proof in proofs {
+        let Ok(record) = keys.lookup(&proof.key_id, KeyPurpose::TwoFactor, proof.verified_at)
+        else {
+            continue;
+        };
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(record.public_key.as_bytes()) else {
+            continue;
+        };
+        if key.is_weak() || !seen.insert(((*proof).clone(), record.public_key)) {
+            continue;
+        }
+        messages.push(proof.unsigned().signed_message());
+        signatures.push(ed25519_dalek::Signature::from_bytes(proof.sig.as_bytes()));
+        verifying_keys.push(key);
+        entries.push((record.public_key, (*proof).clone()));
+    }
+    let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    let all_valid = !entries.is_empty()
+        && ed25519_dalek::verify_batch(&message_refs, &signatures, &verifying_keys).is_ok();
+    for (index, (public_key, proof)) in entries.into_iter().enumerate() {
+        let ok = all_valid
+            || verifying_keys[index]
+                .verify_strict(message_refs[index], &signatures[index])
+                .is_ok();
+        cache.insert((public_key, proof), ok);
+    }
+    cache
+}
+
+struct CachedCheck<'a> {
+    keys: &'a KeySet,
+    cache: &'a SignatureCache,
+}
+
+impl SignatureCheck for CachedCheck<'_> {
+    fn check_signature(&self, proof: &TwoFactorProof) -> Result<(), TwoFactorFailure> {
+        let record = self
+            .keys
+            .lookup(&proof.key_id, KeyPurpose::TwoFactor, proof.verified_at)
+            .map_err(|_| TwoFactorFailure::UnknownKey)?;
+        match self.cache.get(&(record.public_key, proof.clone())) {
+            Some(true) => Ok(()),
+            Some(false) => Err(TwoFactorFailure::BadSignature),
+            None => crate::proof::verify_proof_signature(self.keys, proof),
+        }
+    }
+}
+
+/// Streams an export through the checks. Feed lines in order, then [`Verifier::finish`].
+#[derive(Debug)]
+pub struct Verifier {
+    keys: KeySet,
+    keys_pinned: bool,
+    header: Option<Header>,
+    state: Option<TenantState>,
+    next_seq: u64,
+    prev_hash: Hash,
+    last_seq: u64,
+    integrity_break: Option<Break>,
+    rule_break: Option<Break>,
+    wanted_hashes: Option<HashSet<u64>>,
+    hashes: HashMap<u64, Hash>,
+    checkpoints: Vec<(usize, Checkpoint)>,
+    summary: Summary,
+    lines: usize,
+}
+
+impl Verifier {
+    /// A verifier that trusts `pinned` keys, or (with `None`) the export's own key lines.
+    pub fn new(pinned: Option<KeySet>) -> Self {
+        let keys_pinned = pinned.is_some();
+        Self {
+            keys: pinned.unwrap_or_default(),
+            keys_pinned,
+            header: None,
+            state: None,
+            next_seq: 1,
+            prev_hash: Hash::ZERO,
+            last_seq: 0,
+            integrity_break: None,
+            rule_break: None,
+            wanted_hashes: None,
+            hashes: HashMap::new(),
+            checkpoints: Vec::new(),
+            summary: Summary {
+                keys_pinned,
+                ..Summary::default()
+            },
+            lines: 0,
+        }
+    }
+
+    /// Declares the seqs that checkpoints will name, so that only those hashes are kept
+    /// (memory then does not grow with the file). Without it every hash is kept.
+    pub fn expect_checkpoints(&mut self, seqs: impl IntoIterator<Item = u64>) {
+        self.wanted_hashes = Some(seqs.into_iter().collect());
+    }
+
+    /// The keys in force (pinned, or gathered from the export so far).
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// Feeds one parsed line (1-based `line` number).
+    pub fn push(
+        &mut self,
+        line: usize,
+        parsed: ExportLine,
+        cache: &SignatureCache,
+    ) -> Result<(), UsageError> {
+        self.lines = line;
+        match parsed {
+            ExportLine::Header(header) => {
+                if self.header.is_some() || line != 1 {
+                    return Err(UsageError::Structure {
+                        line,
+                        message: "the header must be the first line, and only once".into(),
+                    });
+                }
+                if header.format != EXPORT_FORMAT || header.v != 1 {
+                    return Err(UsageError::Structure {
+                        line,
+                        message: "not a payout-ledger-export v1".into(),
+                    });
+                }
+                if header.from_seq != 1 {
+                    return Err(UsageError::Structure {
+                        line,
+                        message: "only whole-chain exports (from_seq 1) can be verified".into(),
+                    });
+                }
+                self.summary.tenant = Some(header.tenant.clone());
+                self.state = Some(TenantState::new(header.tenant.clone()));
+                self.header = Some(header);
+                Ok(())
+            }
+            ExportLine::Key(record) => {
+                self.require_header(line)?;
+                if !self.keys_pinned {
+                    self.keys
+                        .insert(record)
+                        .map_err(|e| UsageError::Structure {
+                            line,
+                            message: e.to_string(),
+                        })?;
+                }
+                Ok(())
+            }
+            ExportLine::Checkpoint(checkpoint) => {
+                self.require_header(line)?;
+                self.checkpoints.push((line, checkpoint));
+                Ok(())
+            }
+            ExportLine::Event(parsed) => {
+                self.require_header(line)?;
+                self.push_event(line, *parsed, cache);
+                Ok(())
+            }
+        }
+    }
+
+    fn require_header(&self, line: usize) -> Result<(), UsageError> {
+        if self.header.is_none() {
+            return Err(UsageError::Structure {
+                line,
+                message: "the first line must be the export header".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn integrity(&mut self, line: usize, seq: u64, kind: BreakKind, reason: String) {
+        if self.integrity_break.is_none() {
+            self.integrity_break = Some(Break {
+                location: BreakLocation::Event { seq },
+                kind,
+                code: None,
+                reason,
+                line,
+            });
+        }
+    }
+
+    fn push_event(&mut self, line: usize, parsed: ParsedEvent, cache: &SignatureCache) {
+        let event = &parsed.event;
+        let seq = event.seq;
+        let expected_seq = self.next_seq;
+        let header_tenant = self.header.as_ref().map(|h| h.tenant.clone());
+        let to_seq = self.header.as_ref().map_or(0, |h| h.to_seq);
+        if header_tenant.as_ref() != Some(&event.tenant) {
+            self.integrity(
+                line,
+                seq,
+                BreakKind::Tenant,
+                "event of another tenant".into(),
+            );
+        }
+        if seq != expected_seq {
+            let reason = if seq > expected_seq {
+                format!("seq {expected_seq} is missing (found {seq})")
+            } else {
+                format!("seq {seq} repeated or out of order (expected {expected_seq})")
+            };
+            self.integrity(line, expected_seq, BreakKind::Sequence, reason);
+        } else if seq > to_seq {
+            self.integrity(
+                line,
+                seq,
+                BreakKind::Sequence,
+                format!("seq {seq} is beyond the header's to_seq {to_seq}"),
+            );
+        }
+        if event.prev != self.prev_hash {
+            self.integrity(
+                line,
+                seq,
+                BreakKind::Link,
+                "prev does not match the previous event's hash".into(),
+            );
+        }
+        if event.hash != parsed.computed_hash {
+            self.integrity(
+                line,
+                seq,
+                BreakKind::Hash,
+                "hash does not match the event's canonical bytes".into(),
+            );
+        }
+        self.next_seq = seq.saturating_add(1);
+        self.prev_hash = event.hash;
+        self.last_seq = self.last_seq.max(seq);
+        if self
+            .wanted_hashes
+            .as_ref()
+            .is_none_or(|wanted| wanted.contains(&seq))
+        {
+            self.hashes.insert(seq, event.hash);
+        }
+        self.count(&parsed);
+        if self.rule_break.is_none() {
+            if let Err((kind, code, reason)) = self.check_rules(&parsed, cache) {
+                self.rule_break = Some(Break {
+                    location: BreakLocation::Event { seq },
+                    kind,
+                    code,
+                    reason,
+                    line,
+                });
+            }
+        }
+    }
+
+    fn count(&mut self, parsed: &ParsedEvent) {
+        let summary = &mut self.summary;
+        summary.events += 1;
+        *summary
+            .events_by_kind
+            .entry(parsed.kind.clone())
+            .or_default() += 1;
+        if parsed.body_error.is_some() {
+            return;
+        }
+        let event = &parsed.event;
+        let moves_money = matches!(
+            event.body,
+            EventBody::PayoutAuthorized(_)
+                | EventBody::PayoutExecuted(_)
+                | EventBody::PayoutReleased(_)
+        );
+        if moves_money {
+            if event.body.two_factor().is_some() {
+                summary.money_movements_with_two_factor += 1;
+            } else if event.actor.kind() == PrincipalKind::Service
+                && matches!(event.body, EventBody::PayoutReleased(_))
+            {
+                summary.money_movements_by_services += 1;
+            } else {
+                summary.money_movements_without_two_factor += 1;
+            }
+        }
+        match &event.body {
+            EventBody::FundsDeposited(d) => {
+                add_amount(&mut summary.deposited, d.currency, &d.postings)
+            }
+            EventBody::PayoutReleased(d) => {
+                let currency = d.postings.first().map(|p| p.currency);
+                if let Some(currency) = currency {
+                    add_amount(&mut summary.released, currency, &d.postings);
+                }
+            }
+            EventBody::CommandRejected(_) => summary.commands_rejected += 1,
+            EventBody::TenantCreated(_)
+            | EventBody::UserAdded(_)
+            | EventBody::RoleGranted(_)
+            | EventBody::RoleRevoked(_)
+            | EventBody::ApiKeyIssued(_)
+            | EventBody::ApiKeyRevoked(_)
+            | EventBody::AccountOpened(_)
+            | EventBody::PayeeAdded(_)
+            | EventBody::PolicyUpdated(_)
+            | EventBody::PayoutRequested(_)
+            | EventBody::PayoutApproved(_)
+            | EventBody::PayoutRejected(_)
+            | EventBody::PayoutAuthorized(_)
+            | EventBody::PayoutExecuted(_)
+            | EventBody::PayoutFailed(_)
+            | EventBody::PayoutCancelled(_) => {}
+        }
+    }
+
+    /// Re-decides the event; on success applies it.
+    fn check_rules(
+        &mut self,
+        parsed: &ParsedEvent,
+        cache: &SignatureCache,
+    ) -> Result<(), (BreakKind, Option<String>, String)> {
+        if let Some(error) = &parsed.body_error {
+            return Err((BreakKind::Data, None, error.to_string()));
+        }
+        let event = &parsed.event;
+        let Some(state) = self.state.as_mut() else {
+            unreachable!("events are only pushed after the header");
+        };
+        check_postings(state, event.body.postings())
+            .map_err(|reason| (BreakKind::Postings, None, reason))?;
+        let rule = |r: Rejection| (BreakKind::Rule, Some(r.code().to_owned()), r.to_string());
+        if let Some(command) = command_of(&event.body).map_err(rule)? {
+            let signatures = CachedCheck {
+                keys: &self.keys,
+                cache,
+            };
+            let ctx = Context {
+                tenant: &event.tenant,
+                actor: &event.actor,
+                at: event.at,
+                scopes: None,
+                signatures: &signatures,
+                enforcement: Enforcement::Audit,
+            };
+            let decided = decide(state, &command, &ctx).map_err(rule)?;
+            if decided.as_slice() != std::slice::from_ref(&event.body) {
+                return Err((
+                    BreakKind::Rule,
+                    Some("mismatch".into()),
+                    "the event's data differs from what the rules produce for it (postings or fields)".into(),
+                ));
+            }
+            if let Some(proof) = event.body.two_factor() {
+                self.summary.keys_used.insert(proof.key_id.clone());
+            }
+        }
+        state.apply_mut(event);
+        Ok(())
+    }
+
+    /// Checks the checkpoints and the header's range, and reports.
+    pub fn finish(mut self) -> Result<Report, UsageError> {
+        let Some(header) = self.header.clone() else {
+            return Err(UsageError::Empty);
+        };
+        if self.integrity_break.is_none() && self.last_seq < header.to_seq {
+            let missing = self.last_seq + 1;
+            self.integrity(
+                self.lines,
+                missing,
+                BreakKind::Sequence,
+                format!(
+                    "seq {missing} is missing (the header says to_seq {})",
+                    header.to_seq
+                ),
+            );
+        }
+        let mut checkpoint_break: Option<Break> = None;
+        let checkpoints = std::mem::take(&mut self.checkpoints);
+        for (line, checkpoint) in checkpoints {
+            let failure = if checkpoint.tenant != header.tenant {
+                Some("checkpoint of another tenant".to_owned())
+            } else if let Err(e) = checkpoint.verify_signature(&self.keys) {
+                Some(e.to_string())
+            } else {
+                match self.hashes.get(&checkpoint.seq) {
+                    None => Some(format!("no event at seq {} in the export", checkpoint.seq)),
+                    Some(hash) if *hash != checkpoint.head => Some(format!(
+                        "head does not match the hash of event {}",
+                        checkpoint.seq
+                    )),
+                    Some(_) => None,
+                }
+            };
+            match failure {
+                None => {
+                    self.summary.checkpoints_verified += 1;
+                    self.summary.keys_used.insert(checkpoint.key_id.clone());
+                }
+                Some(reason) => {
+                    let candidate = Break {
+                        location: BreakLocation::Checkpoint {
+                            seq: checkpoint.seq,
+                        },
+                        kind: BreakKind::Checkpoint,
+                        code: None,
+                        reason,
+                        line,
+                    };
+                    if checkpoint_break
+                        .as_ref()
+                        .is_none_or(|b| candidate.seq() < b.seq())
+                    {
+                        checkpoint_break = Some(candidate);
+                    }
+                }
+            }
+        }
+        let integrity = match (self.integrity_break.take(), checkpoint_break) {
+            (Some(event), Some(checkpoint)) if checkpoint.seq() < event.seq() => Some(checkpoint),
+            (Some(event), _) => Some(event),
+            (None, checkpoint) => checkpoint,
+        };
+        if let Some(state) = &self.state {
+            for payout in state.payouts.values() {
+                *self
+                    .summary
+                    .payouts_by_status
+                    .entry(payout.status().name().to_owned())
+                    .or_default() += 1;
+            }
+        }
+        let rule_break = self.rule_break.take();
+        let (first_break, also_rule_break) = match integrity {
+            Some(b) => (Some(b), rule_break),
+            None => (rule_break, None),
+        };
+        debug_assert!(first_break
+            .as_ref()
+            .is_none_or(|b| b.kind.is_integrity() || also_rule_break.is_none()));
+        Ok(Report {
+            first_break,
+            also_rule_break,
+            summary: self.summary,
+        })
+    }
+}
+
+fn add_amount(totals: &mut BTreeMap<Currency, Decimal>, currency: Currency, postings: &[Posting]) {
+    let credited: Decimal = postings
+        .iter()
+        .filter_map(|p| SignedAmount::parse_exact(&p.amount, p.currency).ok())
+        .filter(|a| a.currency() == currency && !a.is_negative())
+        .map(|a| a.amount())
+        .sum();
+    let total = totals.entry(currency).or_default();
+    *total = total.checked_add(credited).unwrap_or(*total);
+}
+
+/// Postings must name known buckets in the account's currency at the exact scale, sum to
+/// zero per currency, and leave no tenant bucket below zero.
+fn check_postings(state: &TenantState, postings: &[Posting]) -> Result<(), String> {
+    let mut sums: BTreeMap<Currency, Decimal> = BTreeMap::new();
+    let mut after: HashMap<Bucket, Decimal> = HashMap::new();
+    for posting in postings {
+        let bucket = Bucket::parse(&posting.account).ok_or_else(|| {
+            format!(
+                "unknown bucket {:?}",
+                posting.account.chars().take(80).collect::<String>()
+            )
+        })?;
+        let amount = SignedAmount::parse_exact(&posting.amount, posting.currency)
+            .map_err(|e| format!("posting amount: {e}"))?;
+        if let Bucket::Available(account) | Bucket::Held(account) = &bucket {
+            let known = state
+                .accounts
+                .get(account)
+                .ok_or_else(|| format!("posting to unknown account {account}"))?;
+            if known.currency != posting.currency {
+                return Err(format!(
+                    "posting in {} to a {} account",
+                    posting.currency, known.currency
+                ));
+            }
+        }
+        let sum = sums.entry(posting.currency).or_default();
+        *sum = sum.checked_add(amount.amount()).ok_or("posting overflow")?;
+        let balance = after
+            .entry(bucket.clone())
+            .or_insert_with(|| state.balance(&bucket, posting.currency));
+        *balance = balance
+            .checked_add(amount.amount())
+            .ok_or("balance overflow")?;
+    }
+    if let Some((currency, _)) = sums.iter().find(|(_, sum)| !sum.is_zero()) {
+        return Err(format!("postings do not sum to zero in {currency}"));
+    }
+    if let Some((bucket, _)) = after.iter().find(|(bucket, balance)| {
+        bucket.is_tenant() && balance.is_sign_negative() && !balance.is_zero()
+    }) {
+        return Err(format!("postings take {} below zero", bucket.to_text()));
+    }
+    Ok(())
+}
+
+/// The command an event records (None for `command.rejected`, which records a denial).
+fn command_of(body: &EventBody) -> Result<Option<Command>, Rejection> {
+    let command = match body {
+        EventBody::TenantCreated(d) => Command::CreateTenant {
+            name: d.name.clone(),
+            admin: d.admin.clone(),
+        },
+        EventBody::UserAdded(d) => Command::AddUser {
+            user: d.user.clone(),
+            name: d.name.clone(),
+        },
+        EventBody::RoleGranted(d) => Command::GrantRole {
+            user: d.user.clone(),
+            role: d.role,
+            two_factor: d.two_factor.clone(),
+            batch: d.batch.clone(),
+        },
+        EventBody::RoleRevoked(d) => Command::RevokeRole {
+            user: d.user.clone(),
+            role: d.role,
+        },
+        EventBody::ApiKeyIssued(d) => Command::IssueApiKey {
+            key: d.key.clone(),
+            scopes: d.scopes.clone(),
+            expires_at: d.expires_at,
+            two_factor: d.two_factor.clone(),
+        },
+        EventBody::ApiKeyRevoked(d) => Command::RevokeApiKey { key: d.key.clone() },
+        EventBody::AccountOpened(d) => Command::OpenAccount {
+            account: d.account.clone(),
+            currency: d.currency,
+            name: d.name.clone(),
+        },
+        EventBody::FundsDeposited(d) => Command::Deposit {
+            account: d.account.clone(),
+            money: exact_money(&d.amount, d.currency)?,
+            reference: d.reference.clone(),
+        },
+        EventBody::PayeeAdded(d) => Command::AddPayee {
+            payee: d.payee.clone(),
+            name: d.name.clone(),
+            iban: d.iban.clone(),
+        },
+        EventBody::PolicyUpdated(d) => Command::UpdatePolicy {
+            rules: d.rules.clone(),
+            two_factor: d.two_factor.clone(),
+        },
+        EventBody::PayoutRequested(d) => Command::RequestPayout {
+            payout: d.payout.clone(),
+            account: d.account.clone(),
+            payee: d.payee.clone(),
+            money: exact_money(&d.amount, d.currency)?,
+            reference: d.reference.clone(),
+            metadata: d.metadata.clone(),
+        },
+        EventBody::PayoutApproved(d) => Command::ApprovePayout {
+            payout: d.payout.clone(),
+            batch: d.batch.clone(),
+        },
+        EventBody::PayoutRejected(d) => Command::RejectPayout {
+            payout: d.payout.clone(),
+            reason: d.reason.clone(),
+        },
+        EventBody::PayoutAuthorized(d) => Command::AuthorizePayout {
+            payout: d.payout.clone(),
+            two_factor: d.two_factor.clone(),
+            batch: d.batch.clone(),
+        },
+        EventBody::PayoutExecuted(d) => Command::ExecutePayout {
+            payout: d.payout.clone(),
+            rail: d.rail.clone(),
+            two_factor: d.two_factor.clone(),
+            batch: d.batch.clone(),
+        },
+        EventBody::PayoutReleased(d) => Command::ReleasePayout {
+            payout: d.payout.clone(),
+            two_factor: d.two_factor.clone(),
+            batch: d.batch.clone(),
+        },
+        EventBody::PayoutFailed(d) => Command::FailPayout {
+            payout: d.payout.clone(),
+            reason: d.reason.clone(),
+        },
+        EventBody::PayoutCancelled(d) => Command::CancelPayout {
+            payout: d.payout.clone(),
+            reason: d.reason.clone(),
+        },
+        EventBody::CommandRejected(_) => return Ok(None),
+    };
+    Ok(Some(command))
+}
+
+/// Verifies a whole export held in memory, line by line (single-threaded; the auditor's
+/// CLI runs the same steps in parallel).
+pub fn verify_export(text: &str, pinned: Option<KeySet>) -> Result<Report, UsageError> {
+    let mut verifier = Verifier::new(pinned);
+    let cache = SignatureCache::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = parse_line(line).map_err(|error| UsageError::Line {
+            line: index + 1,
+            error,
+        })?;
+        verifier.push(index + 1, parsed, &cache)?;
+    }
+    verifier.finish()
+}
