@@ -25,3 +25,5 @@ pub use decide::{decide, decide_batch, rejection_event};
 pub use event::{ChainHead, Event, EventBody};
 pub use money::{Currency, Money};
 pub use state::{apply, TenantState};
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -893,3 +893,53 @@ pub fn verify_export(text: &str, pinned: Option<KeySet>) -> Result<Report, Usage
     }
     verifier.finish()
 }
+
+/// Writes export lines (DESIGN section 4), each canonical JSON without a newline.
+pub mod lines {
+    use super::{Checkpoint, Event, EventError, Header, KeyRecord};
+
+    fn json<T: serde::Serialize>(kind: &str, field: Option<&str>, value: &T) -> String {
+        let inner = match serde_json::to_value(value) {
+            Ok(inner) => inner,
+            Err(e) => unreachable!("export records always serialise: {e}"),
+        };
+        let mut line = serde_json::Map::new();
+        line.insert("type".into(), kind.into());
+        match (field, inner) {
+            (Some(field), inner) => {
+                line.insert(field.into(), inner);
+            }
+            (None, serde_json::Value::Object(fields)) => line.extend(fields),
+            (None, _) => unreachable!("a header is an object"),
+        }
+        match crate::canonical::to_canonical_vec(&serde_json::Value::Object(line)) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => unreachable!("export records are in the canonical domain: {e}"),
+        }
+    }
+
+    /// `{"type":"header",...}`
+    pub fn header(header: &Header) -> String {
+        json("header", None, header)
+    }
+
+    /// `{"type":"key","key":{...}}`
+    pub fn key(record: &KeyRecord) -> String {
+        json("key", Some("key"), record)
+    }
+
+    /// `{"type":"checkpoint","checkpoint":{...}}`
+    pub fn checkpoint(checkpoint: &Checkpoint) -> String {
+        json("checkpoint", Some("checkpoint"), checkpoint)
+    }
+
+    /// `{"event":{...},"type":"event"}` with the event's canonical envelope.
+    pub fn event(event: &Event) -> Result<String, EventError> {
+        let envelope = event.to_json_bytes()?;
+        let mut line = String::with_capacity(envelope.len() + 32);
+        line.push_str("{\"event\":");
+        line.push_str(&String::from_utf8_lossy(&envelope));
+        line.push_str(",\"type\":\"event\"}");
+        Ok(line)
+    }
+}
