@@ -272,3 +272,199 @@ mod tests {
         assert!(canonical(&deep).is_err());
     }
 }
+
+/// Whether `text` is already the canonical form of a value in our domain, so that its
+/// bytes can be hashed as they are. One pass, no allocation. Conservative: `false` only
+/// means "re-encode it" (e.g. an object key with an escape), never "invalid".
+pub fn is_canonical(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut position = 0;
+    scan_value(bytes, &mut position, 0) && position == bytes.len()
+}
+
+fn scan_value(b: &[u8], position: &mut usize, depth: usize) -> bool {
+    if depth > NESTING_DEPTH_MAX {
+        return false;
+    }
+    match b.get(*position) {
+        Some(b'{') => scan_object(b, position, depth),
+        Some(b'[') => scan_array(b, position, depth),
+        Some(b'"') => scan_string(b, position).is_some(),
+        Some(b't') => scan_literal(b, position, b"true"),
+        Some(b'f') => scan_literal(b, position, b"false"),
+        Some(b'n') => scan_literal(b, position, b"null"),
+        Some(b'-' | b'0'..=b'9') => scan_integer(b, position),
+        _ => false,
+    }
+}
+
+fn scan_literal(b: &[u8], position: &mut usize, literal: &[u8]) -> bool {
+    if b[*position..].starts_with(literal) {
+        *position += literal.len();
+        true
+    } else {
+        false
+    }
+}
+
+fn scan_integer(b: &[u8], position: &mut usize) -> bool {
+    let start = *position;
+    let negative = b[*position] == b'-';
+    if negative {
+        *position += 1;
+    }
+    let digits_start = *position;
+    while b.get(*position).is_some_and(u8::is_ascii_digit) {
+        *position += 1;
+    }
+    let digits = &b[digits_start..*position];
+    let well_formed = match digits {
+        [] => false,
+        [b'0'] => !negative,
+        [b'0', ..] => false,
+        _ => digits.len() <= 16,
+    };
+    if !well_formed || matches!(b.get(*position), Some(b'.' | b'e' | b'E')) {
+        return false;
+    }
+    let magnitude = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok());
+    let _ = start;
+    magnitude.is_some_and(|m| m <= INTEGER_MAGNITUDE_MAX)
+}
+
+/// Scans a string in its minimal escaping; returns the raw content (without quotes).
+fn scan_string<'a>(b: &'a [u8], position: &mut usize) -> Option<&'a [u8]> {
+    *position += 1;
+    let start = *position;
+    loop {
+        let c = *b.get(*position)?;
+        match c {
+            b'"' => {
+                let content = &b[start..*position];
+                *position += 1;
+                return Some(content);
+            }
+            0x00..=0x1f => return None,
+            b'\\' => {
+                let escape = *b.get(*position + 1)?;
+                match escape {
+                    b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => *position += 2,
+                    b'u' => {
+                        let hex = b.get(*position + 2..*position + 6)?;
+                        let lower_hex = |d: &u8| d.is_ascii_digit() || (b'a'..=b'f').contains(d);
+                        if hex[0] != b'0' || hex[1] != b'0' || !hex.iter().all(lower_hex) {
+                            return None;
+                        }
+                        let code =
+                            u8::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()?;
+                        let has_short_form = matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d);
+                        if code >= 0x20 || has_short_form {
+                            return None;
+                        }
+                        *position += 6;
+                    }
+                    _ => return None,
+                }
+            }
+            _ => *position += 1,
+        }
+    }
+}
+
+fn scan_object(b: &[u8], position: &mut usize, depth: usize) -> bool {
+    *position += 1;
+    if b.get(*position) == Some(&b'}') {
+        *position += 1;
+        return true;
+    }
+    let mut previous: Option<&[u8]> = None;
+    loop {
+        if b.get(*position) != Some(&b'"') {
+            return false;
+        }
+        let Some(key) = scan_string(b, position) else {
+            return false;
+        };
+        // Keys with escapes or non-ASCII bytes are re-encoded by the slow path.
+        if key.iter().any(|&c| c == b'\\' || c >= 0x80) || previous.is_some_and(|p| p >= key) {
+            return false;
+        }
+        previous = Some(key);
+        if b.get(*position) != Some(&b':') {
+            return false;
+        }
+        *position += 1;
+        if !scan_value(b, position, depth + 1) {
+            return false;
+        }
+        match b.get(*position) {
+            Some(b',') => *position += 1,
+            Some(b'}') => {
+                *position += 1;
+                return true;
+            }
+            _ => return false,
+        }
+    }
+}
+
+fn scan_array(b: &[u8], position: &mut usize, depth: usize) -> bool {
+    *position += 1;
+    if b.get(*position) == Some(&b']') {
+        *position += 1;
+        return true;
+    }
+    loop {
+        if !scan_value(b, position, depth + 1) {
+            return false;
+        }
+        match b.get(*position) {
+            Some(b',') => *position += 1,
+            Some(b']') => {
+                *position += 1;
+                return true;
+            }
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+
+    #[test]
+    fn canonical_texts_are_recognised_and_others_are_not() {
+        for yes in [
+            r#"{}"#,
+            r#"{"a":1,"b":[true,false,null,"x"]}"#,
+            r#"{"a":-9007199254740991,"b":0}"#,
+            r#"{"s":"q\" b\\ t\t n\n u\u001f del"}"#,
+            "{\"s\":\"\u{e9}\u{1f4b6}\"}",
+        ] {
+            assert!(is_canonical(yes), "{yes}");
+        }
+        for no in [
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{ "a":1}"#,
+            r#"{"a":1.0}"#,
+            r#"{"a":1e3}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":01}"#,
+            r#"{"a":9007199254740992}"#,
+            r#"{"a":"\u0041"}"#,
+            r#"{"a":"\u000a"}"#,
+            r#"{"a":"\u001F"}"#,
+            r#"{"a":"\/"}"#,
+            r#"{"\u0061":1}"#,
+            r#"{"a":1}x"#,
+            r#"{"a":[1,]}"#,
+            "",
+        ] {
+            assert!(!is_canonical(no), "{no}");
+        }
+    }
+}

@@ -3,8 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::canonical::{self, CanonicalError};
 use crate::crypto::{Hash, EVENT_HASH_PREFIX};
@@ -339,10 +342,10 @@ macro_rules! body_kinds {
                 }
             }
 
-            /// Reads the data of `kind`.
-            pub fn from_data(kind: &str, data: &Value) -> Result<Self, BodyError> {
+            /// Reads the data of `kind` from its JSON text.
+            pub fn from_data(kind: &str, data: &str) -> Result<Self, BodyError> {
                 match kind {
-                    $($kind => Deserialize::deserialize(data)
+                    $($kind => serde_json::from_str(data)
                         .map(EventBody::$variant)
                         .map_err(|e| BodyError::Data { kind: $kind, message: e.to_string() }),)*
                     other => Err(BodyError::UnknownKind(other.chars().take(64).collect())),
@@ -461,8 +464,9 @@ pub struct Event {
     pub prev: Hash,
     /// This event's hash.
     pub hash: Hash,
-    /// The data object as hashed (may hold fields beyond the typed body).
-    data: Value,
+    /// The data object as hashed, in canonical JSON (may hold fields beyond the typed
+    /// body).
+    data: String,
 }
 
 /// Why an event cannot be encoded or decoded.
@@ -482,25 +486,6 @@ pub enum EventError {
     /// The seq is 0 or would overflow.
     #[error("seq out of range")]
     SeqRange,
-}
-
-/// The fields of an envelope (besides `hash`).
-const ENVELOPE_FIELDS: [&str; 9] = [
-    "v", "tenant", "seq", "id", "at", "actor", "kind", "data", "prev",
-];
-
-fn envelope_field<'a, T: Deserialize<'a>>(
-    map: &'a Map<String, Value>,
-    field: &'static str,
-) -> Result<T, EventError> {
-    let value = map.get(field).ok_or(EventError::Envelope {
-        field,
-        message: "missing".into(),
-    })?;
-    T::deserialize(value).map_err(|e| EventError::Envelope {
-        field,
-        message: e.to_string(),
-    })
 }
 
 /// An event read from outside: the envelope as claimed, the hash recomputed from its
@@ -532,13 +517,18 @@ impl Event {
         if seq > canonical::INTEGER_MAGNITUDE_MAX {
             return Err(EventError::SeqRange);
         }
+        let data = canonical::to_canonical_vec(&body.to_data())?;
+        let data = String::from_utf8(data).map_err(|e| EventError::Envelope {
+            field: "data",
+            message: e.to_string(),
+        })?;
         let mut event = Event {
             tenant,
             seq,
             id,
             at,
             actor,
-            data: body.to_data(),
+            data,
             body,
             prev: head.hash,
             hash: Hash::ZERO,
@@ -548,8 +538,8 @@ impl Event {
         Ok((event, bytes))
     }
 
-    /// The data object as hashed.
-    pub fn data(&self) -> &Value {
+    /// The data object as hashed, in canonical JSON.
+    pub fn data(&self) -> &str {
         &self.data
     }
 
@@ -575,15 +565,20 @@ impl Event {
         Ok(out)
     }
 
+    fn write_envelope(&self, out: &mut Vec<u8>, hash: Option<&Hash>) -> Result<(), EventError> {
+        self.write_envelope_with_kind(out, hash, self.body.kind());
+        Ok(())
+    }
+
     /// Writes the envelope in canonical key order: actor, at, data, [hash], id, kind,
     /// prev, seq, tenant, v.
-    fn write_envelope(&self, out: &mut Vec<u8>, hash: Option<&Hash>) -> Result<(), EventError> {
+    fn write_envelope_with_kind(&self, out: &mut Vec<u8>, hash: Option<&Hash>, kind: &str) {
         out.extend_from_slice(b"{\"actor\":");
         canonical::write_string(self.actor.as_str(), out);
         out.extend_from_slice(b",\"at\":\"");
         out.extend_from_slice(self.at.to_string().as_bytes());
         out.extend_from_slice(b"\",\"data\":");
-        canonical::write_canonical(&self.data, out)?;
+        out.extend_from_slice(self.data.as_bytes());
         if let Some(hash) = hash {
             out.extend_from_slice(b",\"hash\":\"");
             out.extend_from_slice(hash.to_hex().as_bytes());
@@ -592,7 +587,7 @@ impl Event {
         out.extend_from_slice(b",\"id\":\"");
         out.extend_from_slice(self.id.to_string().as_bytes());
         out.extend_from_slice(b"\",\"kind\":");
-        canonical::write_string(self.body.kind(), out);
+        canonical::write_string(kind, out);
         out.extend_from_slice(b",\"prev\":\"");
         out.extend_from_slice(self.prev.to_hex().as_bytes());
         out.extend_from_slice(b"\",\"seq\":");
@@ -600,104 +595,106 @@ impl Event {
         out.extend_from_slice(b",\"tenant\":");
         canonical::write_string(self.tenant.as_str(), out);
         out.extend_from_slice(b",\"v\":1}");
-        Ok(())
     }
 
-    /// Reads an envelope (as a JSON value already parsed in the canonical domain),
-    /// recomputing its hash from the value exactly as given, extra envelope fields
-    /// included.
-    pub fn from_value(value: Value) -> Result<ParsedEvent, EventError> {
-        let Value::Object(mut map) = value else {
-            return Err(EventError::Envelope {
+    /// Parses an envelope from JSON text (an export line's event, or a stored row),
+    /// recomputing its hash from the canonical bytes of exactly what it says. The data
+    /// is hashed as written when it is already canonical, else re-encoded.
+    pub fn parse(text: &str) -> Result<ParsedEvent, EventError> {
+        let raw: RawEnvelope<'_> =
+            serde_json::from_str(text).map_err(|e| EventError::Envelope {
                 field: "event",
-                message: "not an object".into(),
-            });
-        };
-        let claimed_hash: Hash = envelope_field(&map, "hash")?;
-        map.remove("hash");
-        let value = Value::Object(map);
-        let mut canonical_bytes = Vec::with_capacity(512);
-        canonical::write_canonical(&value, &mut canonical_bytes)?;
-        let computed_hash = Hash::of(EVENT_HASH_PREFIX, &canonical_bytes);
-        let Value::Object(map) = value else {
-            unreachable!("built as an object above");
-        };
-        Self::from_map(map, claimed_hash, computed_hash)
-    }
-
-    fn from_map(
-        mut map: Map<String, Value>,
-        claimed_hash: Hash,
-        computed_hash: Hash,
-    ) -> Result<ParsedEvent, EventError> {
-        let v: u64 = envelope_field(&map, "v")?;
-        if v != 1 {
+                message: e.to_string(),
+            })?;
+        if raw.v != 1 {
             return Err(EventError::Envelope {
                 field: "v",
-                message: format!("unsupported version {v}"),
+                message: format!("unsupported version {}", raw.v),
             });
         }
-        for key in map.keys() {
-            if !ENVELOPE_FIELDS.contains(&key.as_str()) {
-                return Err(EventError::Envelope {
-                    field: "event",
-                    message: format!(
-                        "unknown envelope field {:?}",
-                        key.chars().take(32).collect::<String>()
-                    ),
-                });
-            }
-        }
-        let seq: u64 = envelope_field(&map, "seq")?;
-        if seq == 0 {
+        if raw.seq == 0 || raw.seq > canonical::INTEGER_MAGNITUDE_MAX {
             return Err(EventError::SeqRange);
         }
-        let kind: String = envelope_field(&map, "kind")?;
-        let data = map.remove("data").ok_or(EventError::Envelope {
-            field: "data",
-            message: "missing".into(),
-        })?;
-        if !data.is_object() {
+        let field = |field: &'static str| {
+            move |e: &dyn std::fmt::Display| EventError::Envelope {
+                field,
+                message: e.to_string(),
+            }
+        };
+        let data_text = raw.data.get();
+        let data = if canonical::is_canonical(data_text) {
+            data_text.to_owned()
+        } else {
+            let value = canonical::parse_value(data_text)?;
+            String::from_utf8(canonical::to_canonical_vec(&value)?)
+                .map_err(|e| field("data")(&e))?
+        };
+        if !data.starts_with('{') {
             return Err(EventError::Envelope {
                 field: "data",
                 message: "not an object".into(),
             });
         }
-        let (body, body_error) = match EventBody::from_data(&kind, &data) {
+        let (body, body_error) = match EventBody::from_data(&raw.kind, &data) {
             Ok(body) => (body, None),
-            Err(e) => (
-                EventBody::CommandRejected(CommandRejected {
-                    action: String::new(),
-                    subject: String::new(),
-                    reason: String::new(),
-                    detail: None,
-                }),
-                Some(e),
-            ),
+            Err(e) => (placeholder_body(), Some(e)),
         };
         let event = Event {
-            tenant: envelope_field(&map, "tenant")?,
-            seq,
-            id: envelope_field(&map, "id")?,
-            at: envelope_field(&map, "at")?,
-            actor: envelope_field(&map, "actor")?,
+            tenant: TenantId::parse(&raw.tenant).map_err(|e| field("tenant")(&e))?,
+            seq: raw.seq,
+            id: EventId::parse(&raw.id).map_err(|e| field("id")(&e))?,
+            at: Timestamp::parse(&raw.at).map_err(|e| field("at")(&e))?,
+            actor: PrincipalId::parse(&raw.actor).map_err(|e| field("actor")(&e))?,
             body,
-            prev: envelope_field(&map, "prev")?,
-            hash: claimed_hash,
+            prev: Hash::parse(&raw.prev).map_err(|e| field("prev")(&e))?,
+            hash: Hash::parse(&raw.hash).map_err(|e| field("hash")(&e))?,
             data,
         };
+        let mut bytes = Vec::with_capacity(text.len());
+        event.write_envelope_with_kind(&mut bytes, None, &raw.kind);
+        let computed_hash = Hash::of(EVENT_HASH_PREFIX, &bytes);
+        debug_assert!(body_error.is_some() || event.body.kind() == raw.kind);
         Ok(ParsedEvent {
             event,
             computed_hash,
-            kind,
+            kind: raw.kind.into_owned(),
             body_error,
         })
     }
+}
 
-    /// Parses an envelope from JSON text (e.g. a stored row or an export line's event).
-    pub fn parse(text: &str) -> Result<ParsedEvent, EventError> {
-        Self::from_value(canonical::parse_value(text)?)
-    }
+fn placeholder_body() -> EventBody {
+    EventBody::CommandRejected(CommandRejected {
+        action: String::new(),
+        subject: String::new(),
+        reason: String::new(),
+        detail: None,
+    })
+}
+
+/// The envelope as written, borrowed from the text: duplicate and unknown fields are
+/// refused, numbers must be integers.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvelope<'a> {
+    v: u64,
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    seq: u64,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    at: Cow<'a, str>,
+    #[serde(borrow)]
+    actor: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(borrow)]
+    prev: Cow<'a, str>,
+    #[serde(borrow)]
+    hash: Cow<'a, str>,
 }
 
 #[cfg(test)]
@@ -707,11 +704,11 @@ mod tests {
     #[test]
     fn every_kind_round_trips_through_its_name() {
         for kind in EventBody::KINDS {
-            let err = EventBody::from_data(kind, &Value::Object(Map::new()));
+            let err = EventBody::from_data(kind, "{}");
             assert!(!matches!(err, Err(BodyError::UnknownKind(_))), "{kind}");
         }
         assert!(matches!(
-            EventBody::from_data("payout.stolen", &Value::Object(Map::new())),
+            EventBody::from_data("payout.stolen", "{}"),
             Err(BodyError::UnknownKind(_))
         ));
     }

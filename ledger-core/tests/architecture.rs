@@ -58,19 +58,6 @@ fn normal_graph(meta: &Value) -> BTreeMap<String, BTreeSet<String>> {
     graph
 }
 
-fn closure(graph: &BTreeMap<String, BTreeSet<String>>, root: &str) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(name) = stack.pop() {
-        for dep in graph.get(&name).into_iter().flatten() {
-            if seen.insert(dep.clone()) {
-                stack.push(dep.clone());
-            }
-        }
-    }
-    seen
-}
-
 /// ledger-core's own normal dependency tree, resolved for ledger-core alone (as it is
 /// built for the auditor), so that other members' features do not leak in.
 fn core_tree() -> BTreeSet<String> {
