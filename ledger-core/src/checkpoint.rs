@@ -110,7 +110,7 @@ impl Checkpoint {
             .lookup(&self.key_id, KeyPurpose::Checkpoint, self.at)
             .map_err(|_| CheckpointError::UnknownKey(self.key_id.clone()))?;
         let message = signed_message(&self.tenant, self.seq, &self.head, &self.at, &self.key_id);
-        crypto::verify_strict(&record.public_key, &message, &self.sig)
+        keys.verify_strict(&record.key_id, &message, &self.sig)
             .map_err(|_| CheckpointError::BadSignature)
     }
 }

@@ -209,10 +209,11 @@ pub enum KeySetError {
     Conflict(KeyId),
 }
 
-/// The public keys a verifier trusts, by id.
+/// The public keys a verifier trusts, by id, with each usable key decompressed once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeySet {
     keys: BTreeMap<KeyId, KeyRecord>,
+    verifying: BTreeMap<KeyId, VerifyingKey>,
 }
 
 impl KeySet {
@@ -227,6 +228,11 @@ impl KeySet {
             Some(existing) if existing == &record => Ok(()),
             Some(_) => Err(KeySetError::Conflict(record.key_id)),
             None => {
+                if let Ok(key) = VerifyingKey::from_bytes(record.public_key.as_bytes()) {
+                    if !key.is_weak() {
+                        self.verifying.insert(record.key_id.clone(), key);
+                    }
+                }
                 self.keys.insert(record.key_id.clone(), record);
                 Ok(())
             }
@@ -246,6 +252,25 @@ impl KeySet {
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// The decompressed key of `key_id`, if it is a usable Ed25519 key (not of small
+    /// order).
+    pub fn verifying_key(&self, key_id: &KeyId) -> Option<&VerifyingKey> {
+        self.verifying.get(key_id)
+    }
+
+    /// Verifies `sig` over `message` strictly under the key `key_id` (already looked up).
+    pub fn verify_strict(
+        &self,
+        key_id: &KeyId,
+        message: &[u8],
+        sig: &Sig,
+    ) -> Result<(), SignatureError> {
+        let key = self.verifying.get(key_id).ok_or(SignatureError::BadKey)?;
+        let sig = ed25519_dalek::Signature::from_bytes(sig.as_bytes());
+        key.verify_strict(message, &sig)
+            .map_err(|_| SignatureError::Invalid)
     }
 
     /// Finds the key that must have signed something of `purpose` at `at`.

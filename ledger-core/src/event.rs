@@ -566,35 +566,25 @@ impl Event {
     }
 
     fn write_envelope(&self, out: &mut Vec<u8>, hash: Option<&Hash>) -> Result<(), EventError> {
-        self.write_envelope_with_kind(out, hash, self.body.kind());
-        Ok(())
-    }
-
-    /// Writes the envelope in canonical key order: actor, at, data, [hash], id, kind,
-    /// prev, seq, tenant, v.
-    fn write_envelope_with_kind(&self, out: &mut Vec<u8>, hash: Option<&Hash>, kind: &str) {
-        out.extend_from_slice(b"{\"actor\":");
-        canonical::write_string(self.actor.as_str(), out);
-        out.extend_from_slice(b",\"at\":\"");
-        out.extend_from_slice(self.at.to_string().as_bytes());
-        out.extend_from_slice(b"\",\"data\":");
-        out.extend_from_slice(self.data.as_bytes());
-        if let Some(hash) = hash {
-            out.extend_from_slice(b",\"hash\":\"");
-            out.extend_from_slice(hash.to_hex().as_bytes());
-            out.push(b'"');
+        let at = self.at.to_string();
+        let mut id = uuid::Uuid::encode_buffer();
+        let id = self.id.uuid().hyphenated().encode_lower(&mut id);
+        let mut prev = [0u8; 64];
+        let mut hash_hex = [0u8; 64];
+        let hash = hash.map(|h| hex_into(h, &mut hash_hex));
+        EnvelopeText {
+            actor: self.actor.as_str(),
+            at: &at,
+            data: &self.data,
+            hash,
+            id,
+            kind: self.body.kind(),
+            prev: hex_into(&self.prev, &mut prev),
+            seq: self.seq,
+            tenant: self.tenant.as_str(),
         }
-        out.extend_from_slice(b",\"id\":\"");
-        out.extend_from_slice(self.id.to_string().as_bytes());
-        out.extend_from_slice(b"\",\"kind\":");
-        canonical::write_string(kind, out);
-        out.extend_from_slice(b",\"prev\":\"");
-        out.extend_from_slice(self.prev.to_hex().as_bytes());
-        out.extend_from_slice(b"\",\"seq\":");
-        out.extend_from_slice(self.seq.to_string().as_bytes());
-        out.extend_from_slice(b",\"tenant\":");
-        canonical::write_string(self.tenant.as_str(), out);
-        out.extend_from_slice(b",\"v\":1}");
+        .write(out);
+        Ok(())
     }
 
     /// Parses an envelope from JSON text (an export line's event, or a stored row),
@@ -606,6 +596,14 @@ impl Event {
                 field: "event",
                 message: e.to_string(),
             })?;
+        Self::from_raw(raw, text.len())
+    }
+
+    /// Reads an envelope borrowed from its text (see [`Event::parse`]).
+    pub(crate) fn from_raw(
+        raw: RawEnvelope<'_>,
+        length_hint: usize,
+    ) -> Result<ParsedEvent, EventError> {
         if raw.v != 1 {
             return Err(EventError::Envelope {
                 field: "v",
@@ -650,8 +648,21 @@ impl Event {
             hash: Hash::parse(&raw.hash).map_err(|e| field("hash")(&e))?,
             data,
         };
-        let mut bytes = Vec::with_capacity(text.len());
-        event.write_envelope_with_kind(&mut bytes, None, &raw.kind);
+        // The raw texts were validated above to be in their only canonical form
+        // (strict timestamp, lowercase hyphenated uuid, lowercase hex).
+        let mut bytes = Vec::with_capacity(length_hint);
+        EnvelopeText {
+            actor: &raw.actor,
+            at: &raw.at,
+            data: &event.data,
+            hash: None,
+            id: &raw.id,
+            kind: &raw.kind,
+            prev: &raw.prev,
+            seq: raw.seq,
+            tenant: &raw.tenant,
+        }
+        .write(&mut bytes);
         let computed_hash = Hash::of(EVENT_HASH_PREFIX, &bytes);
         debug_assert!(body_error.is_some() || event.body.kind() == raw.kind);
         Ok(ParsedEvent {
@@ -660,6 +671,56 @@ impl Event {
             kind: raw.kind.into_owned(),
             body_error,
         })
+    }
+}
+
+fn hex_into<'a>(hash: &Hash, buffer: &'a mut [u8; 64]) -> &'a str {
+    if hex::encode_to_slice(hash.as_bytes(), buffer).is_err() {
+        unreachable!("64 hex characters fit 64 bytes");
+    }
+    std::str::from_utf8(buffer).unwrap_or_default()
+}
+
+/// The envelope's fields as canonical texts, written in canonical key order: actor, at,
+/// data, [hash], id, kind, prev, seq, tenant, v.
+struct EnvelopeText<'a> {
+    actor: &'a str,
+    at: &'a str,
+    data: &'a str,
+    hash: Option<&'a str>,
+    id: &'a str,
+    kind: &'a str,
+    prev: &'a str,
+    seq: u64,
+    tenant: &'a str,
+}
+
+impl EnvelopeText<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        out.extend_from_slice(b"{\"actor\":");
+        canonical::write_string(self.actor, out);
+        out.extend_from_slice(b",\"at\":");
+        canonical::write_string(self.at, out);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(self.data.as_bytes());
+        if let Some(hash) = self.hash {
+            out.extend_from_slice(b",\"hash\":");
+            canonical::write_string(hash, out);
+        }
+        out.extend_from_slice(b",\"id\":");
+        canonical::write_string(self.id, out);
+        out.extend_from_slice(b",\"kind\":");
+        canonical::write_string(self.kind, out);
+        out.extend_from_slice(b",\"prev\":");
+        canonical::write_string(self.prev, out);
+        out.extend_from_slice(b",\"seq\":");
+        if write!(out, "{}", self.seq).is_err() {
+            unreachable!("writing into a Vec cannot fail");
+        }
+        out.extend_from_slice(b",\"tenant\":");
+        canonical::write_string(self.tenant, out);
+        out.extend_from_slice(b",\"v\":1}");
     }
 }
 
@@ -676,7 +737,7 @@ fn placeholder_body() -> EventBody {
 /// refused, numbers must be integers.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawEnvelope<'a> {
+pub(crate) struct RawEnvelope<'a> {
     v: u64,
     #[serde(borrow)]
     tenant: Cow<'a, str>,

@@ -206,10 +206,11 @@ pub fn verify_proof_signature(
         .lookup(&proof.key_id, KeyPurpose::TwoFactor, proof.verified_at)
         .map_err(|_| TwoFactorFailure::UnknownKey)?;
     let message = proof.unsigned().signed_message();
-    crypto::verify_strict(&record.public_key, &message, &proof.sig).map_err(|e| match e {
-        crypto::SignatureError::BadKey => TwoFactorFailure::UnknownKey,
-        crypto::SignatureError::Invalid => TwoFactorFailure::BadSignature,
-    })
+    keys.verify_strict(&record.key_id, &message, &proof.sig)
+        .map_err(|e| match e {
+            crypto::SignatureError::BadKey => TwoFactorFailure::UnknownKey,
+            crypto::SignatureError::Invalid => TwoFactorFailure::BadSignature,
+        })
 }
 
 /// Checks a proof against its binding, freshness, the actor's last proof and its signature.

@@ -94,7 +94,7 @@ struct RawEventLine<'a> {
     #[serde(rename = "type", borrow)]
     kind: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
-    event: &'a serde_json::value::RawValue,
+    event: crate::event::RawEnvelope<'a>,
 }
 
 /// Parses one export line. Pure and thread-safe: the auditor runs it in parallel.
@@ -104,7 +104,10 @@ pub fn parse_line(text: &str) -> Result<ExportLine, LineError> {
     }
     if let Ok(raw) = serde_json::from_str::<RawEventLine<'_>>(text) {
         if raw.kind == "event" {
-            return Ok(ExportLine::Event(Box::new(Event::parse(raw.event.get())?)));
+            return Ok(ExportLine::Event(Box::new(Event::from_raw(
+                raw.event,
+                text.len(),
+            )?)));
         }
     }
     let Value::Object(mut map) = canonical::parse_value(text)? else {
@@ -305,15 +308,15 @@ pub fn precheck_signatures(keys: &KeySet, proofs: &[&TwoFactorProof]) -> Signatu
         else {
             continue;
         };
-        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(record.public_key.as_bytes()) else {
+        let Some(key) = keys.verifying_key(&record.key_id) else {
             continue;
         };
-        if key.is_weak() || !seen.insert(((*proof).clone(), record.public_key)) {
+        if !seen.insert(((*proof).clone(), record.public_key)) {
             continue;
         }
         messages.push(proof.unsigned().signed_message());
         signatures.push(ed25519_dalek::Signature::from_bytes(proof.sig.as_bytes()));
-        verifying_keys.push(key);
+        verifying_keys.push(*key);
         entries.push((record.public_key, (*proof).clone()));
     }
     let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
@@ -487,9 +490,8 @@ impl Verifier {
         let event = &parsed.event;
         let seq = event.seq;
         let expected_seq = self.next_seq;
-        let header_tenant = self.header.as_ref().map(|h| h.tenant.clone());
         let to_seq = self.header.as_ref().map_or(0, |h| h.to_seq);
-        if header_tenant.as_ref() != Some(&event.tenant) {
+        if self.header.as_ref().map(|h| &h.tenant) != Some(&event.tenant) {
             self.integrity(
                 line,
                 seq,
