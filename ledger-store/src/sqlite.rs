@@ -1,0 +1,265 @@
+//! The embedded backend: one SQLite file in WAL mode. Appends take the write lock up
+//! front (`BEGIN IMMEDIATE`), so two writers on one file serialise and the loser sees
+//! the winner's head inside its own transaction.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ledger_core::checkpoint::Checkpoint;
+use ledger_core::event::{ChainHead, Event};
+use ledger_core::ids::TenantId;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
+
+use crate::error::{AppendError, CheckpointStoreError, StoreError};
+use crate::rows::{self, CheckpointRow};
+
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// Rows per INSERT statement; 9 columns each, well under SQLite's bound-parameter limit.
+const INSERT_ROWS_MAX: usize = 500;
+/// How long a writer waits for another's write lock before the append fails as a store
+/// error.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections per pool: one writer at a time anyway; the rest read concurrently (WAL).
+const POOL_CONNECTIONS_MAX: u32 = 4;
+
+/// The SQLite event log.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::connect_with(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    /// Opens the database named by a `sqlite:` URL.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(SqliteConnectOptions::from_str(url)?).await
+    }
+
+    /// Opens with the store's settings applied over `options`: created if missing, WAL,
+    /// `synchronous=FULL` (a commit is durable before it is acknowledged), foreign keys
+    /// on, and a busy timeout for the write lock.
+    pub async fn connect_with(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_CONNECTIONS_MAX)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests and tools that need raw SQL.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Applies the migrations in `migrations/sqlite/`.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn head_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        tenant: &TenantId,
+    ) -> Result<ChainHead, StoreError> {
+        let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, hash FROM events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        rows::head_from_row(tenant, row)
+    }
+
+    /// See [`crate::Store::append`] (which runs it detached from the caller).
+    pub(crate) async fn append(
+        &self,
+        tenant: &TenantId,
+        expected_head: ChainHead,
+        events: &[(Event, Vec<u8>)],
+    ) -> Result<ChainHead, AppendError> {
+        rows::check_batch(tenant, expected_head, events)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let actual = Self::head_in(&mut tx, tenant).await?;
+        if actual != expected_head {
+            return Err(AppendError::Conflict { actual });
+        }
+        for chunk in events.chunks(INSERT_ROWS_MAX) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (tenant_id, seq, id, at, actor, kind, prev, hash, canonical) ",
+            );
+            insert.push_values(chunk, |mut row, (event, bytes)| {
+                row.push_bind(tenant.as_str())
+                    .push_bind(rows::seq_to_db(event.seq))
+                    .push_bind(event.id.uuid().hyphenated().to_string())
+                    .push_bind(event.at.to_string())
+                    .push_bind(event.actor.as_str())
+                    .push_bind(event.body.kind())
+                    .push_bind(event.prev.as_bytes().as_slice())
+                    .push_bind(event.hash.as_bytes().as_slice())
+                    .push_bind(bytes.as_slice());
+            });
+            if let Err(error) = insert.build().execute(&mut *tx).await {
+                return Err(self
+                    .unique_violation(tenant, expected_head, tx, error)
+                    .await);
+            }
+        }
+        tx.commit().await?;
+        match events.last() {
+            Some((event, _)) => Ok(event.head()),
+            None => Ok(expected_head),
+        }
+    }
+
+    /// Maps an INSERT failure: a unique violation is a conflict when the head moved
+    /// (impossible under the write lock, kept as the last resort) or a replayed event id.
+    async fn unique_violation(
+        &self,
+        tenant: &TenantId,
+        expected_head: ChainHead,
+        tx: Transaction<'static, Sqlite>,
+        error: sqlx::Error,
+    ) -> AppendError {
+        let unique = error
+            .as_database_error()
+            .is_some_and(|e| e.is_unique_violation());
+        if let Err(rollback) = tx.rollback().await {
+            return AppendError::from(rollback);
+        }
+        if !unique {
+            return AppendError::from(error);
+        }
+        match self.head(tenant).await {
+            Ok(actual) if actual != expected_head => AppendError::Conflict { actual },
+            Ok(_) => AppendError::DuplicateEventId,
+            Err(e) => AppendError::Store(e),
+        }
+    }
+
+    /// See [`crate::Store::head`] (which runs it detached from the caller).
+    pub(crate) async fn head(&self, tenant: &TenantId) -> Result<ChainHead, StoreError> {
+        // One statement: no transaction needed for a consistent answer.
+        let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, hash FROM events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        rows::head_from_row(tenant, row)
+    }
+
+    /// See [`crate::Store::load`] (which runs it detached from the caller).
+    pub(crate) async fn load(
+        &self,
+        tenant: &TenantId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<(Event, Vec<u8>)>, StoreError> {
+        let limit = rows::check_limit(limit)?;
+        let found: Vec<(i64, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, hash, canonical FROM events \
+             WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(rows::seq_to_db(after_seq))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        found
+            .into_iter()
+            .map(|(seq, hash, canonical)| rows::event_from_row(tenant, seq, &hash, canonical))
+            .collect()
+    }
+
+    /// See [`crate::Store::append_checkpoint`] (which runs it detached from the caller).
+    pub(crate) async fn append_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), CheckpointStoreError> {
+        let tenant = &checkpoint.tenant;
+        let seq = rows::seq_to_db(checkpoint.seq);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let hash: Option<(Vec<u8>,)> =
+            sqlx::query_as("SELECT hash FROM events WHERE tenant_id = ? AND seq = ?")
+                .bind(tenant.as_str())
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match hash {
+            None => {
+                return Err(CheckpointStoreError::NoSuchEvent {
+                    seq: checkpoint.seq,
+                })
+            }
+            Some((hash,)) if hash.as_slice() != checkpoint.head.as_bytes().as_slice() => {
+                return Err(CheckpointStoreError::HeadMismatch {
+                    seq: checkpoint.seq,
+                })
+            }
+            Some(_) => {}
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO checkpoints (tenant_id, seq, head, at, key_id, sig) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(seq)
+        .bind(checkpoint.head.as_bytes().as_slice())
+        .bind(checkpoint.at.to_string())
+        .bind(checkpoint.key_id.as_str())
+        .bind(checkpoint.sig.as_bytes().as_slice())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            return Err(CheckpointStoreError::Duplicate {
+                seq: checkpoint.seq,
+            });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// See [`crate::Store::checkpoints`] (which runs it detached from the caller).
+    pub(crate) async fn checkpoints(
+        &self,
+        tenant: &TenantId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        let limit = rows::check_limit(limit)?;
+        let found: Vec<CheckpointRow> = sqlx::query_as(
+            "SELECT seq, head, at, key_id, sig FROM checkpoints \
+             WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(rows::seq_to_db(after_seq))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        found
+            .into_iter()
+            .map(|row| rows::checkpoint_from_row(tenant, row))
+            .collect()
+    }
+}
