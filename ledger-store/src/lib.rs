@@ -22,6 +22,7 @@
 //! is therefore either committed or not at all; the caller, who got no answer, finds out
 //! from the head (a retry meets a [`AppendError::Conflict`]).
 
+pub mod crypto;
 mod error;
 pub mod postgres;
 mod rows;
