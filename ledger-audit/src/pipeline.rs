@@ -1,0 +1,199 @@
+//! Verifies an export file in two streaming passes, using every core.
+//!
+//! Pass 1 reads the file for checkpoint lines only, so that pass 2 keeps just the event
+//! hashes that checkpoints name (memory does not grow with the file). Pass 2 is a
+//! two-stage pipeline: a reader thread cuts the file into chunks of whole lines, parses
+//! and hashes each chunk's lines in parallel (rayon; an event's hash depends only on its
+//! own bytes) and verifies the chunk's 2FA signatures in Ed25519 batches, one batch per
+//! core; the calling thread feeds the parsed lines, in order, to the one sequential
+//! [`Verifier`] (links, seqs, the rules of `decide`), overlapping with the next chunk's
+//! parsing. The verdict is exactly the one [`ledger_core::verify::verify_export`] gives on
+//! the same text: the same parser, the same verifier, the same order.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::mpsc;
+
+use ledger_core::crypto::KeySet;
+use ledger_core::proof::TwoFactorProof;
+use ledger_core::verify::{
+    parse_line, precheck_signatures, ExportLine, Report, SignatureCache, UsageError, Verifier,
+};
+use rayon::prelude::*;
+
+use crate::error::Error;
+use crate::reader::{Chunk, ChunkReader};
+
+/// Bytes per chunk: large enough to amortise the hand-off, small enough to bound memory.
+pub const CHUNK_BYTES: usize = 4 << 20;
+/// Chunks parsed ahead of the verifier.
+const CHUNKS_AHEAD: usize = 2;
+/// Fewest proofs worth a batch of their own.
+const PROOFS_PER_BATCH_MIN: usize = 64;
+
+/// How to verify.
+#[derive(Debug)]
+pub struct Options {
+    /// Keys pinned by the auditor, or `None` to use the export's own key lines.
+    pub pinned: Option<KeySet>,
+    /// Advanced by the bytes verified in pass 2.
+    pub progress: Option<indicatif::ProgressBar>,
+    /// Bytes per chunk ([`CHUNK_BYTES`]; tests make it small to cross chunk boundaries).
+    pub chunk_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            pinned: None,
+            progress: None,
+            chunk_bytes: CHUNK_BYTES,
+        }
+    }
+}
+
+/// One line, parsed, or why it could not be.
+type Parsed = Result<Option<(usize, ExportLine)>, Error>;
+
+/// A parsed chunk and its signatures, verified ahead.
+struct Prepared {
+    lines: Vec<Parsed>,
+    cache: SignatureCache,
+    bytes: u64,
+}
+
+fn open(path: &Path) -> Result<File, Error> {
+    File::open(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Pass 1: the seqs that checkpoint lines name. Lines that do not parse are left for
+/// pass 2 to report, in order.
+fn checkpoint_seqs(path: &Path, chunk_bytes: usize) -> Result<Vec<u64>, Error> {
+    let finder = memchr::memmem::Finder::new(b"checkpoint");
+    let mut reader = ChunkReader::new(open(path)?, path, chunk_bytes);
+    let mut seqs = Vec::new();
+    while let Some(chunk) = reader.next_chunk()? {
+        for (_, line) in chunk.lines() {
+            // Canonical event lines start with their envelope (`"event"` sorts before
+            // `"type"`); only other lines can be checkpoints.
+            if line.starts_with(b"{\"event\":") || finder.find(line).is_none() {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(line) else {
+                continue;
+            };
+            if let Ok(ExportLine::Checkpoint(checkpoint)) = parse_line(text) {
+                seqs.push(checkpoint.seq);
+            }
+        }
+    }
+    Ok(seqs)
+}
+
+fn parse_one(number: usize, line: &[u8]) -> Parsed {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(line).map_err(|e| Error::NotUtf8 {
+        line: number,
+        offset: e.valid_up_to(),
+    })?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let parsed = parse_line(text).map_err(|error| UsageError::Line {
+        line: number,
+        error,
+    })?;
+    Ok(Some((number, parsed)))
+}
+
+/// Parses a chunk in parallel and verifies its proofs' signatures in per-core batches.
+/// `keys` are the keys known before the chunk; key lines inside it are added.
+fn prepare(chunk: &Chunk, keys: &mut KeySet, pinned: bool) -> Prepared {
+    let numbered: Vec<(usize, &[u8])> = chunk.lines().collect();
+    let lines: Vec<Parsed> = numbered
+        .par_iter()
+        .with_min_len(256)
+        .map(|(number, line)| parse_one(*number, line))
+        .collect();
+    let mut proofs: Vec<&TwoFactorProof> = Vec::new();
+    for (_, line) in lines.iter().flatten().flatten() {
+        match line {
+            ExportLine::Key(record) if !pinned => {
+                // A conflicting record is the verifier's to report; the cache is keyed
+                // by the public key that verified, so a wrong guess here is harmless.
+                let _ = keys.insert(record.clone());
+            }
+            ExportLine::Event(parsed) if parsed.body_error.is_none() => {
+                proofs.extend(parsed.event.body.two_factor());
+            }
+            ExportLine::Key(_)
+            | ExportLine::Event(_)
+            | ExportLine::Header(_)
+            | ExportLine::Checkpoint(_) => {}
+        }
+    }
+    let batch = proofs
+        .len()
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(PROOFS_PER_BATCH_MIN);
+    let cache = proofs
+        .par_chunks(batch)
+        .map(|batch| precheck_signatures(keys, batch))
+        .reduce(SignatureCache::new, |mut a, b| {
+            a.extend(b);
+            a
+        });
+    Prepared {
+        lines,
+        cache,
+        bytes: chunk.data.len() as u64,
+    }
+}
+
+/// Verifies the export at `path`.
+pub fn verify_file(path: &Path, options: Options) -> Result<Report, Error> {
+    let chunk_bytes = options.chunk_bytes;
+    let seqs = checkpoint_seqs(path, chunk_bytes)?;
+    let file = open(path)?;
+    let mut verifier = Verifier::new(options.pinned.clone());
+    verifier.expect_checkpoints(seqs);
+    let pinned = options.pinned.is_some();
+    let mut keys = options.pinned.unwrap_or_default();
+    let progress = options.progress;
+
+    std::thread::scope(|scope| {
+        let (sender, receiver) = mpsc::sync_channel::<Result<Prepared, Error>>(CHUNKS_AHEAD);
+        scope.spawn(move || {
+            let mut reader = ChunkReader::new(file, path, chunk_bytes);
+            loop {
+                let next = match reader.next_chunk() {
+                    Ok(Some(chunk)) => Ok(prepare(&chunk, &mut keys, pinned)),
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                let stop = next.is_err();
+                if sender.send(next).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        for prepared in receiver {
+            let prepared = prepared?;
+            for line in prepared.lines {
+                if let Some((number, parsed)) = line? {
+                    verifier.push(number, parsed, &prepared.cache)?;
+                }
+            }
+            if let Some(progress) = &progress {
+                progress.inc(prepared.bytes);
+            }
+        }
+        Ok::<(), Error>(())
+    })?;
+    Ok(verifier.finish()?)
+}

@@ -1,0 +1,183 @@
+//! Reads an export as chunks of whole lines, so that memory stays bounded by the chunk
+//! size (plus one line of at most [`LINE_LENGTH_MAX`] bytes) whatever the file's length.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ledger_core::verify::LINE_LENGTH_MAX;
+
+use crate::error::Error;
+
+/// Bytes read from the file at a time.
+const READ_BLOCK: usize = 1 << 20;
+
+/// Whole lines, and the 1-based number of the first of them.
+#[derive(Debug)]
+pub struct Chunk {
+    /// The line number of the first line in `data`.
+    pub first_line: usize,
+    /// Whole lines, each ending in `\n` except perhaps the file's last.
+    pub data: Vec<u8>,
+}
+
+impl Chunk {
+    /// The lines with their 1-based numbers, without their `\n`.
+    pub fn lines(&self) -> impl Iterator<Item = (usize, &[u8])> {
+        let data = self.data.strip_suffix(b"\n").unwrap_or(&self.data);
+        let count = if self.data.is_empty() {
+            0
+        } else {
+            memchr::memchr_iter(b'\n', data).count() + 1
+        };
+        data.split(|b| *b == b'\n')
+            .take(count)
+            .enumerate()
+            .map(move |(i, line)| (self.first_line + i, line))
+    }
+}
+
+/// Splits a file into [`Chunk`]s of about `chunk_bytes` each.
+#[derive(Debug)]
+pub struct ChunkReader<R> {
+    inner: R,
+    path: PathBuf,
+    chunk_bytes: usize,
+    pending: Vec<u8>,
+    next_line: usize,
+    eof: bool,
+}
+
+impl<R: Read> ChunkReader<R> {
+    /// A reader of `inner` (named `path` in errors).
+    pub fn new(inner: R, path: &Path, chunk_bytes: usize) -> Self {
+        Self {
+            inner,
+            path: path.to_owned(),
+            chunk_bytes: chunk_bytes.max(1),
+            pending: Vec::new(),
+            next_line: 1,
+            eof: false,
+        }
+    }
+
+    fn fill(&mut self) -> Result<usize, Error> {
+        let start = self.pending.len();
+        self.pending.resize(start + READ_BLOCK, 0);
+        let read = loop {
+            match self.inner.read(&mut self.pending[start..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    self.pending.truncate(start);
+                    return Err(Error::Read {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+        };
+        self.pending.truncate(start + read);
+        if read == 0 {
+            self.eof = true;
+        }
+        Ok(read)
+    }
+
+    /// The next chunk, or `None` at the end of the file.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>, Error> {
+        while !self.eof && self.pending.len() < self.chunk_bytes {
+            self.fill()?;
+            self.check_line_length()?;
+        }
+        let cut = if self.eof {
+            self.pending.len()
+        } else {
+            match memchr::memrchr(b'\n', &self.pending) {
+                Some(last) => last + 1,
+                None => {
+                    // One line longer than a chunk (but within the limit): read on.
+                    while !self.eof && memchr::memchr(b'\n', &self.pending).is_none() {
+                        self.fill()?;
+                        self.check_line_length()?;
+                    }
+                    memchr::memrchr(b'\n', &self.pending).map_or(self.pending.len(), |i| i + 1)
+                }
+            }
+        };
+        if cut == 0 {
+            return Ok(None);
+        }
+        let rest = self.pending.split_off(cut);
+        let data = std::mem::replace(&mut self.pending, rest);
+        let first_line = self.next_line;
+        self.next_line += memchr::memchr_iter(b'\n', &data).count();
+        Ok(Some(Chunk { first_line, data }))
+    }
+
+    /// Refuses a line that has grown past the limit without a newline, before reading
+    /// more of it.
+    fn check_line_length(&self) -> Result<(), Error> {
+        let tail_start = memchr::memrchr(b'\n', &self.pending).map_or(0, |i| i + 1);
+        if self.pending.len() - tail_start > LINE_LENGTH_MAX {
+            let line =
+                self.next_line + memchr::memchr_iter(b'\n', &self.pending[..tail_start]).count();
+            return Err(Error::LineTooLong {
+                line,
+                length_max: LINE_LENGTH_MAX,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(text: &[u8], size: usize) -> Vec<(usize, Vec<u8>)> {
+        let mut reader = ChunkReader::new(text, Path::new("t"), size);
+        let mut out = Vec::new();
+        while let Some(chunk) = reader.next_chunk().expect("chunk") {
+            for (n, line) in chunk.lines() {
+                out.push((n, line.to_vec()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_line_once_with_its_number_whatever_the_chunk_size() {
+        let text = b"a\nbb\n\nccc\nd";
+        for size in [1, 2, 3, 5, 100] {
+            let got = chunks(text, size);
+            let want: Vec<(usize, Vec<u8>)> = vec![
+                (1, b"a".to_vec()),
+                (2, b"bb".to_vec()),
+                (3, b"".to_vec()),
+                (4, b"ccc".to_vec()),
+                (5, b"d".to_vec()),
+            ];
+            assert_eq!(got, want, "chunk size {size}");
+        }
+        assert_eq!(chunks(b"x\n", 1), vec![(1, b"x".to_vec())]);
+        assert!(chunks(b"", 4).is_empty());
+    }
+
+    #[test]
+    fn an_endless_line_is_refused_with_its_number() {
+        let mut text = b"ok\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', LINE_LENGTH_MAX + 10));
+        let mut reader = ChunkReader::new(&text[..], Path::new("t"), 16);
+        let error = loop {
+            match reader.next_chunk() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("accepted an over-long line"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(error, Error::LineTooLong { line: 2, .. }),
+            "{error:?}"
+        );
+    }
+}
