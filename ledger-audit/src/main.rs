@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 use ledger_audit::generate::{generate, Profile};
 use ledger_audit::{report, verify_file, Error, Options};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Files smaller than this verify too fast for a progress bar to help. The environment
 /// variable `LEDGER_AUDIT_PROGRESS_MIN_BYTES` overrides it (the tests use it).
 const PROGRESS_BAR_MIN_BYTES: u64 = 64 << 20;

@@ -60,23 +60,25 @@ impl<R: Read> ChunkReader<R> {
         }
     }
 
+    /// Appends up to [`READ_BLOCK`] bytes to `pending` (into its spare capacity: no
+    /// zero-filling, no reallocation once the chunk buffer is sized).
     fn fill(&mut self) -> Result<usize, Error> {
-        let start = self.pending.len();
-        self.pending.resize(start + READ_BLOCK, 0);
+        self.pending.reserve(READ_BLOCK);
         let read = loop {
-            match self.inner.read(&mut self.pending[start..]) {
+            match (&mut self.inner)
+                .take(READ_BLOCK as u64)
+                .read_to_end(&mut self.pending)
+            {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    self.pending.truncate(start);
                     return Err(Error::Read {
                         path: self.path.clone(),
                         source,
-                    });
+                    })
                 }
             }
         };
-        self.pending.truncate(start + read);
         if read == 0 {
             self.eof = true;
         }
@@ -107,8 +109,11 @@ impl<R: Read> ChunkReader<R> {
         if cut == 0 {
             return Ok(None);
         }
-        let rest = self.pending.split_off(cut);
-        let data = std::mem::replace(&mut self.pending, rest);
+        // The next chunk's buffer, sized once, starts with this one's partial last line.
+        let mut next = Vec::with_capacity(self.chunk_bytes + 2 * READ_BLOCK);
+        next.extend_from_slice(&self.pending[cut..]);
+        self.pending.truncate(cut);
+        let data = std::mem::replace(&mut self.pending, next);
         let first_line = self.next_line;
         self.next_line += memchr::memchr_iter(b'\n', &data).count();
         Ok(Some(Chunk { first_line, data }))

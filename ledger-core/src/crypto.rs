@@ -26,13 +26,41 @@ pub struct HexError {
     pub expected: usize,
 }
 
+/// Each byte's value as a lowercase hex digit, or 0xFF.
+const LOWER_HEX: [u8; 256] = {
+    let mut table = [0xFF_u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Decodes exactly `2 * N` lowercase hex digits (a hash or signature per event line:
+/// table lookups, one check at the end).
 fn decode_lower_hex<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     let error = HexError { expected: N * 2 };
-    if s.len() != N * 2 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+    let bytes = s.as_bytes();
+    if bytes.len() != N * 2 {
         return Err(error);
     }
     let mut out = [0u8; N];
-    hex::decode_to_slice(s, &mut out).map_err(|_| error)?;
+    let mut invalid = 0u8;
+    for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let high = LOWER_HEX[usize::from(pair[0])];
+        let low = LOWER_HEX[usize::from(pair[1])];
+        invalid |= high | low;
+        *byte = (high << 4) | (low & 0x0F);
+    }
+    if invalid & 0xF0 != 0 {
+        return Err(error);
+    }
     Ok(out)
 }
 
@@ -316,6 +344,39 @@ mod tests {
         assert!(Hash::parse(&"0".repeat(63)).is_err());
         assert!(Sig::parse(&"ab".repeat(64)).is_ok());
         assert!(Sig::parse("zz").is_err());
+    }
+
+    /// The table decoder against the `hex` crate plus a lowercase check, for every byte
+    /// in every position of a pair.
+    #[test]
+    fn hex_decoder_agrees_with_the_reference_on_every_byte() {
+        fn reference(s: &[u8]) -> Option<[u8; 2]> {
+            if s.iter().any(u8::is_ascii_uppercase) {
+                return None;
+            }
+            let mut out = [0u8; 2];
+            hex::decode_to_slice(s, &mut out).ok().map(|()| out)
+        }
+        for byte in 0..=255u8 {
+            for position in 0..4 {
+                let mut input = *b"a5f0";
+                input[position] = byte;
+                let Ok(text) = std::str::from_utf8(&input) else {
+                    continue;
+                };
+                assert_eq!(
+                    decode_lower_hex::<2>(text).ok(),
+                    reference(&input),
+                    "{input:?}"
+                );
+            }
+        }
+        let all: String = (0..=255u8).map(|b| format!("{b:02x}")).collect();
+        let decoded = decode_lower_hex::<256>(&all).expect("every byte");
+        assert!(decoded
+            .iter()
+            .enumerate()
+            .all(|(i, b)| usize::from(*b) == i));
     }
 
     #[test]
