@@ -25,6 +25,7 @@
 pub mod crypto;
 mod error;
 pub mod postgres;
+mod records;
 mod rows;
 pub mod sqlite;
 
@@ -35,6 +36,7 @@ use ledger_core::event::{ChainHead, Event};
 use ledger_core::ids::TenantId;
 
 pub use error::{AppendError, CheckpointStoreError, StoreError};
+pub use records::Record;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

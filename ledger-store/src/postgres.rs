@@ -25,6 +25,8 @@ pub const SERVICE_ROLE_GRANTS: &[&str] = &[
     "GRANT CONNECT ON DATABASE {database} TO {role};",
     "GRANT USAGE ON SCHEMA public TO {role};",
     "GRANT SELECT, INSERT ON events, checkpoints TO {role};",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON records TO {role};",
+    "GRANT SELECT, INSERT ON credential_index TO {role};",
 ];
 
 /// Connections per pool unless the caller chooses.
