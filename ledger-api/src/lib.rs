@@ -1,2 +1,15 @@
-//! The axum service and operator CLI. Filled by the API issue; the only crate that knows
-//! HTTP.
+//! The axum service and operator CLI; the only crate that knows HTTP. Handlers turn
+//! requests into commands for a per-tenant writer (group commit, `writer`), which
+//! decides them with ledger-core and appends through ledger-store.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod limits;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+pub mod totp;
+pub mod util;
+pub mod writer;

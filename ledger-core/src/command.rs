@@ -370,6 +370,7 @@ impl Rejection {
             Rejection::Forbidden { .. } => "forbidden",
             Rejection::FourEyes { .. } => "four_eyes",
             Rejection::TwoFactor(TwoFactorFailure::Missing) => "two_factor_required",
+            Rejection::TwoFactor(TwoFactorFailure::Locked) => "two_factor_locked",
             Rejection::TwoFactor(_) => "two_factor_invalid",
             Rejection::InvalidState { .. } => "invalid_state",
             Rejection::InsufficientFunds => "insufficient_funds",

@@ -123,8 +123,8 @@ pub fn batch_subject<S: AsRef<str>>(subjects: &[S]) -> String {
     format!("batch:{}", Hash::of(&[], &json).to_hex())
 }
 
-/// Why a 2FA proof is refused. Each maps to `two_factor_required` (missing) or
-/// `two_factor_invalid` (the rest).
+/// Why a 2FA proof is refused. Each maps to `two_factor_required` (missing),
+/// `two_factor_locked` (locked) or `two_factor_invalid` (the rest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TwoFactorFailure {
     /// No proof where one is needed.
@@ -161,6 +161,13 @@ pub enum TwoFactorFailure {
     /// The step is not greater than a step the actor already used.
     #[error("proof step already used (replay)")]
     Replayed,
+    /// The one-time code was wrong or already used, so no proof was issued (the shell
+    /// records the denied command as evidence; no event ever carries such a proof).
+    #[error("the one-time code was wrong or already used")]
+    WrongCode,
+    /// Too many wrong codes: the actor's money movement is locked for a while.
+    #[error("too many wrong one-time codes: locked")]
+    Locked,
 }
 
 /// What a proof must be bound to.

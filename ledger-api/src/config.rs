@@ -1,0 +1,176 @@
+//! Start-up configuration, validated before anything runs: a bad or missing setting
+//! stops the process with a message that names the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ledger_store::crypto::{KeyRing, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV};
+use ledger_store::Store;
+
+use crate::keys;
+use crate::limits::{LimitConfig, Limits};
+use crate::state::AppState;
+use crate::util;
+use crate::writer::Writers;
+
+/// Where the data lives (every subcommand takes these).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Storage {
+    /// The embedded default: holds `ledger.db` (SQLite), and on first run the signing
+    /// keys and master key, all 0600.
+    #[arg(long, env = "LEDGER_DATA_DIR", default_value = "./ledger-data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL instead of the embedded SQLite (`postgres://...`).
+    #[arg(long, env = "LEDGER_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Where the signing keys live (default: `<data-dir>/keys`).
+    #[arg(long, env = "LEDGER_KEYS_DIR")]
+    pub keys_dir: Option<PathBuf>,
+}
+
+/// Why the service cannot start. Each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting has a bad value.
+    #[error("{setting}: {message}")]
+    Invalid {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.to_string(),
+    }
+}
+
+impl Storage {
+    /// Whether this is the embedded default.
+    pub fn embedded(&self) -> bool {
+        self.database_url.is_none()
+    }
+
+    /// The keys directory.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
+    /// Opens the store (creating the data dir and migrating the embedded default).
+    pub async fn open(&self) -> Result<Store, ConfigError> {
+        match &self.database_url {
+            Some(url) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(invalid(
+                        "--database-url / LEDGER_DATABASE_URL",
+                        "must be a postgres:// URL",
+                    ));
+                }
+                Store::connect(url)
+                    .await
+                    .map_err(|e| invalid("--database-url / LEDGER_DATABASE_URL", e))
+            }
+            None => {
+                create_private_dir(&self.data_dir)
+                    .map_err(|e| invalid("--data-dir / LEDGER_DATA_DIR", e))?;
+                let path = self.data_dir.join("ledger.db");
+                let store = Store::Sqlite(
+                    ledger_store::SqliteStore::open(&path)
+                        .await
+                        .map_err(|e| invalid("--data-dir / LEDGER_DATA_DIR", e))?,
+                );
+                store
+                    .migrate()
+                    .await
+                    .map_err(|e| invalid("--data-dir / LEDGER_DATA_DIR", e))?;
+                Ok(store)
+            }
+        }
+    }
+
+    /// The master key ring: `LEDGER_MASTER_KEY` or `LEDGER_MASTER_KEY_FILE`; on the
+    /// embedded default with neither set, `<data-dir>/master.key`, created on first run.
+    pub fn key_ring(&self) -> Result<KeyRing, ConfigError> {
+        let value = std::env::var(MASTER_KEY_ENV).ok();
+        let file = std::env::var_os(MASTER_KEY_FILE_ENV).map(PathBuf::from);
+        if value.is_none() && file.is_none() && self.embedded() {
+            let path = self.data_dir.join("master.key");
+            if !path.exists() {
+                create_private_dir(&self.data_dir)
+                    .map_err(|e| invalid("--data-dir / LEDGER_DATA_DIR", e))?;
+                let key = hex::encode(util::random_bytes::<32>());
+                write_private(&path, format!("k1:{key}\n").as_bytes())
+                    .map_err(|e| invalid("--data-dir / LEDGER_DATA_DIR", e))?;
+            }
+            return KeyRing::from_settings(None, Some(&path))
+                .map_err(|e| invalid(MASTER_KEY_FILE_ENV, e));
+        }
+        KeyRing::from_settings(value.as_deref(), file.as_deref()).map_err(|e| {
+            invalid(
+                if file.is_some() {
+                    MASTER_KEY_FILE_ENV
+                } else {
+                    MASTER_KEY_ENV
+                },
+                e,
+            )
+        })
+    }
+
+    /// Everything the handlers need.
+    pub async fn app_state(&self, limits: LimitConfig) -> Result<AppState, ConfigError> {
+        let ring = self.key_ring()?;
+        let keys_dir = self.keys_dir();
+        if self.embedded() {
+            keys::ensure_keys(&keys_dir, util::now())
+                .map_err(|e| invalid("--keys-dir / LEDGER_KEYS_DIR", e))?;
+        }
+        let keys = Arc::new(
+            keys::load(&keys_dir).map_err(|e| invalid("--keys-dir / LEDGER_KEYS_DIR", e))?,
+        );
+        let store = self.open().await?;
+        Ok(AppState {
+            writers: Writers::new(store.clone(), Arc::clone(&keys)),
+            store,
+            keys,
+            ring: Arc::new(ring),
+            limits: Arc::new(Limits::new(limits)),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+        })
+    }
+}
+
+/// Parses `--listen`.
+pub fn listen_address(text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|e| invalid("--listen / LEDGER_LISTEN", format!("{text:?}: {e}")))
+}
+
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}

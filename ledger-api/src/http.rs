@@ -1,0 +1,487 @@
+//! What every request goes through before and after its handler: a request id, the body
+//! limit, rate limits, authentication (API key, scopes, expiry, IP allow-list, HMAC
+//! signature), `Idempotency-Key`, and one structured access-log line that names the
+//! request id, tenant, actor, action and result, and nothing secret.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use ledger_core::ids::{PrincipalId, TenantId};
+use ledger_core::policy::Permission;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ProblemCode};
+use crate::state::{kind, ApiKeyRecord, AppState, IdempotencyRecord};
+use crate::util;
+
+/// Largest request body accepted.
+pub const BODY_MAX: usize = 64 * 1024;
+/// Request signatures older or newer than this are refused.
+pub const SIGNATURE_WINDOW_SECONDS: i64 = 300;
+/// A pending idempotent request older than this is taken over by a retry (its process
+/// died, or its client gave up).
+const IDEMPOTENCY_TAKEOVER_SECONDS: i64 = 10;
+
+/// The authenticated caller: the tenant comes from the key, never from the request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's tenant.
+    pub tenant: TenantId,
+    /// The key's principal.
+    pub principal: PrincipalId,
+    /// The key id.
+    pub key_id: String,
+    /// The key's scopes.
+    pub scopes: Option<Vec<Permission>>,
+}
+
+/// The idempotency of a POST: event ids derive from `seed`; `recheck` when a retry took
+/// over a request that may have committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency {
+    /// Seed for the events' ids.
+    pub seed: [u8; 32],
+    /// Whether the writer must first look for the events in the chain.
+    pub recheck: bool,
+}
+
+/// The request id, for handlers that log.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn is_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/v1/invites/redeem"
+    )
+}
+
+fn is_sensitive(path: &str) -> bool {
+    matches!(path, "/v1/invites/redeem" | "/v1/me/totp/confirm")
+}
+
+/// Whether `ip` is in `entry` (an address or `address/prefix`).
+fn ip_allowed(ip: IpAddr, entry: &str) -> bool {
+    let (address, prefix) = match entry.split_once('/') {
+        Some((address, prefix)) => (address, prefix.parse::<u32>().ok()),
+        None => (entry, None),
+    };
+    let Ok(network) = address.parse::<IpAddr>() else {
+        return false;
+    };
+    match (ip, network) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) => {
+            let bits = prefix.unwrap_or(32).min(32);
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) => {
+            let bits = prefix.unwrap_or(128).min(128);
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        (IpAddr::V4(_), IpAddr::V6(_)) | (IpAddr::V6(_), IpAddr::V4(_)) => false,
+    }
+}
+
+/// The string an HMAC-signing client signs: timestamp, nonce, method, path with query,
+/// and the hex SHA-256 of the body, one per line.
+pub fn signing_string(
+    timestamp: &str,
+    nonce: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> String {
+    format!(
+        "{timestamp}\n{nonce}\n{method}\n{path}\n{}",
+        hex::encode(Sha256::digest(body))
+    )
+}
+
+/// Checks the bearer key and, for `hmac` keys, the request signature.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    path_and_query: &str,
+    body: &[u8],
+    ip: IpAddr,
+) -> Result<Caller, ApiError> {
+    let token = header(headers, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    let (key_id, secret) = token.split_once('.').ok_or(ApiError::Unauthorized)?;
+    if !key_id.starts_with("key_") || key_id.len() > 64 || secret.is_empty() {
+        return Err(ApiError::Unauthorized);
+    }
+    if let Err(retry_after) = state.limits.check_key(key_id) {
+        return Err(ApiError::RateLimited { retry_after });
+    }
+    let tenant = state
+        .store
+        .credential_tenant(key_id)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let (_, record) = state
+        .get::<ApiKeyRecord>(&tenant, kind::API_KEY, key_id)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let presented = util::sha256_hex(secret.as_bytes());
+    if !util::constant_time_eq(presented.as_bytes(), record.secret_sha256.as_bytes()) {
+        return Err(ApiError::Unauthorized);
+    }
+    if record.revoked || record.expires_at.is_some_and(|at| at <= util::now()) {
+        return Err(ApiError::Unauthorized);
+    }
+    if let Some(allowed) = &record.allowed_ips {
+        if !allowed.iter().any(|entry| ip_allowed(ip, entry)) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    if let Some(envelope) = &record.hmac_secret {
+        let hmac_secret = state.open(&tenant, key_id, "hmac_secret", envelope)?;
+        let timestamp = header(headers, "x-ledger-timestamp").ok_or(ApiError::Unauthorized)?;
+        let nonce = header(headers, "x-ledger-nonce").ok_or(ApiError::Unauthorized)?;
+        let signature = header(headers, "x-ledger-signature")
+            .and_then(|v| v.strip_prefix("v1="))
+            .and_then(|v| hex::decode(v).ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let seconds: i64 = timestamp.parse().map_err(|_| ApiError::Unauthorized)?;
+        if (util::now().unix_seconds() - seconds).abs() > SIGNATURE_WINDOW_SECONDS
+            || nonce.is_empty()
+            || nonce.len() > 64
+        {
+            return Err(ApiError::Unauthorized);
+        }
+        let mut mac = Hmac::<Sha256>::new_from_slice(&hmac_secret)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        mac.update(
+            signing_string(timestamp, nonce, method.as_str(), path_and_query, body).as_bytes(),
+        );
+        mac.verify_slice(&signature)
+            .map_err(|_| ApiError::Unauthorized)?;
+        let nonce_id = format!("{key_id}:{nonce}");
+        if !state
+            .insert(&tenant, kind::NONCE, &nonce_id, &seconds)
+            .await?
+        {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(Caller {
+        tenant,
+        principal: record.principal,
+        key_id: key_id.to_owned(),
+        scopes: record.scopes,
+    })
+}
+
+enum IdempotencyStart {
+    /// Go on (with ids derived from the key).
+    Proceed(Idempotency, String, i64),
+    /// Answer this (a replay, or a conflict).
+    Answer(Response),
+}
+
+async fn start_idempotent(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Result<IdempotencyStart, ApiError> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::Malformed(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+        ));
+    }
+    let id = format!("{}:{key}", caller.principal);
+    let request_sha256 = util::sha256_hex(
+        format!("{method}\n{path}\n")
+            .as_bytes()
+            .iter()
+            .chain(body)
+            .copied()
+            .collect::<Vec<u8>>()
+            .as_slice(),
+    );
+    let seed: [u8; 32] = Sha256::new()
+        .chain_update(caller.tenant.as_str())
+        .chain_update([0])
+        .chain_update(id.as_bytes())
+        .finalize()
+        .into();
+    let fresh = IdempotencyRecord {
+        request_sha256: request_sha256.clone(),
+        status: None,
+        body: None,
+        started_at: util::now(),
+    };
+    for _attempt in 0..4 {
+        if state
+            .insert(&caller.tenant, kind::IDEMPOTENCY, &id, &fresh)
+            .await?
+        {
+            return Ok(IdempotencyStart::Proceed(
+                Idempotency {
+                    seed,
+                    recheck: false,
+                },
+                id,
+                1,
+            ));
+        }
+        let Some((version, existing)) = state
+            .get::<IdempotencyRecord>(&caller.tenant, kind::IDEMPOTENCY, &id)
+            .await?
+        else {
+            continue;
+        };
+        if existing.request_sha256 != request_sha256 {
+            return Err(ApiError::IdempotencyConflict);
+        }
+        if let (Some(status), Some(body)) = (existing.status, existing.body) {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut response = (status, body).into_response();
+            let content_type = if status.is_success() {
+                "application/json"
+            } else {
+                "application/problem+json"
+            };
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static(content_type));
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(IdempotencyStart::Answer(response));
+        }
+        let age = util::now().unix_seconds() - existing.started_at.unix_seconds();
+        if age < IDEMPOTENCY_TAKEOVER_SECONDS {
+            return Err(ApiError::IdempotencyInProgress);
+        }
+        if state
+            .update(&caller.tenant, kind::IDEMPOTENCY, &id, version, &fresh)
+            .await?
+        {
+            return Ok(IdempotencyStart::Proceed(
+                Idempotency {
+                    seed,
+                    recheck: true,
+                },
+                id,
+                version + 1,
+            ));
+        }
+    }
+    Err(ApiError::IdempotencyInProgress)
+}
+
+async fn finish_idempotent(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    version: i64,
+    response: Response,
+) -> Response {
+    let status = response.status();
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 4 * BODY_MAX).await else {
+        return ApiError::Internal("response body".into()).into_response();
+    };
+    let result = if status.is_server_error() {
+        // Not an answer: a retry must run the request again.
+        state
+            .store
+            .delete_record(&caller.tenant, kind::IDEMPOTENCY, id)
+            .await
+            .map(|_| ())
+            .map_err(ApiError::from)
+    } else {
+        let record = IdempotencyRecord {
+            request_sha256: String::new(),
+            status: Some(status.as_u16()),
+            body: Some(String::from_utf8_lossy(&bytes).into_owned()),
+            started_at: util::now(),
+        };
+        match state
+            .get::<IdempotencyRecord>(&caller.tenant, kind::IDEMPOTENCY, id)
+            .await
+        {
+            Ok(Some((current, pending))) if current == version => state
+                .update(
+                    &caller.tenant,
+                    kind::IDEMPOTENCY,
+                    id,
+                    version,
+                    &IdempotencyRecord {
+                        request_sha256: pending.request_sha256,
+                        ..record
+                    },
+                )
+                .await
+                .map(|_| ()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    if let Err(error) = result {
+        tracing::warn!(error = %error, "idempotency record not updated");
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The middleware around every route.
+pub async fn prepare(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let request_id = header(request.headers(), "x-request-id")
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::from_bytes(util::random_bytes::<16>()).to_string());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let action = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let (response, caller) = handle(&state, peer.ip(), request, next, &request_id).await;
+    let mut response = response;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let status = response.status().as_u16();
+    let code = response
+        .extensions()
+        .get::<ProblemCode>()
+        .map_or(if status < 400 { "ok" } else { "error" }, |c| c.0);
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    state.metrics.observe(status, code, micros);
+    tracing::info!(
+        request_id = %request_id,
+        tenant = caller.as_ref().map(|c| c.tenant.as_str()).unwrap_or("-"),
+        actor = caller.as_ref().map(|c| c.principal.as_str()).unwrap_or("-"),
+        method = %method,
+        action = %action,
+        path = %path,
+        status,
+        result = code,
+        micros,
+        "request"
+    );
+    response
+}
+
+async fn handle(
+    state: &AppState,
+    ip: IpAddr,
+    request: Request,
+    next: Next,
+    request_id: &str,
+) -> (Response, Option<Caller>) {
+    let path = request.uri().path().to_owned();
+    if let Err(retry_after) = state.limits.check_ip(ip, is_sensitive(&path)) {
+        return (ApiError::RateLimited { retry_after }.into_response(), None);
+    }
+    let (mut parts, body) = request.into_parts();
+    let declared = header(&parts.headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > BODY_MAX) {
+        return (ApiError::TooLarge.into_response(), None);
+    }
+    let bytes: Bytes = match axum::body::to_bytes(body, BODY_MAX).await {
+        Ok(bytes) => bytes,
+        Err(_) => return (ApiError::TooLarge.into_response(), None),
+    };
+    parts.extensions.insert(RequestId(request_id.to_owned()));
+    if is_public(&path) {
+        let request = Request::from_parts(parts, Body::from(bytes));
+        return (next.run(request).await, None);
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or(path.clone(), |p| p.as_str().to_owned());
+    let caller = match authenticate(
+        state,
+        &parts.headers,
+        &parts.method,
+        &path_and_query,
+        &bytes,
+        ip,
+    )
+    .await
+    {
+        Ok(caller) => caller,
+        Err(error) => return (error.into_response(), None),
+    };
+    parts.extensions.insert(caller.clone());
+    let idempotency_key = header(&parts.headers, "idempotency-key").map(str::to_owned);
+    let method = parts.method.clone();
+    let Some(key) = idempotency_key.filter(|_| method == Method::POST || method == Method::PUT)
+    else {
+        let request = Request::from_parts(parts, Body::from(bytes));
+        return (next.run(request).await, Some(caller));
+    };
+    match start_idempotent(state, &caller, &key, &method, &path_and_query, &bytes).await {
+        Err(error) => (error.into_response(), Some(caller)),
+        Ok(IdempotencyStart::Answer(response)) => (response, Some(caller)),
+        Ok(IdempotencyStart::Proceed(idempotency, id, version)) => {
+            parts.extensions.insert(idempotency);
+            let request = Request::from_parts(parts, Body::from(bytes));
+            let response = next.run(request).await;
+            (
+                finish_idempotent(state, &caller, &id, version, response).await,
+                Some(caller),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_allow_list_entries() {
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        assert!(ip_allowed(ip, "10.1.2.3"));
+        assert!(ip_allowed(ip, "10.1.0.0/16"));
+        assert!(ip_allowed(ip, "0.0.0.0/0"));
+        assert!(!ip_allowed(ip, "10.1.2.4"));
+        assert!(!ip_allowed(ip, "10.2.0.0/16"));
+        assert!(!ip_allowed(ip, "::1"));
+        assert!(!ip_allowed(ip, "not an ip"));
+        let v6: IpAddr = "::1".parse().expect("ip");
+        assert!(ip_allowed(v6, "::1/128"));
+    }
+}

@@ -1,0 +1,211 @@
+//! `ledger-api`: the operator CLI and the HTTP service. `anyhow` lives only here.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use ledger_api::config::{listen_address, Storage};
+use ledger_api::limits::LimitConfig;
+use ledger_api::writer::Submission;
+use ledger_api::{http, keys, routes, util};
+use ledger_core::command::Command;
+use ledger_core::crypto::KeyPurpose;
+use ledger_core::ids::{PrincipalId, TenantId};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ledger-api",
+    version,
+    about = "The payout ledger service and its operator CLI"
+)]
+struct Cli {
+    #[command(flatten)]
+    storage: Storage,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Apply the database migrations.
+    Migrate,
+    /// Tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Requests per second per API key.
+    #[arg(long, env = "LEDGER_RATE_PER_KEY", default_value_t = 2000)]
+    rate_per_key: u32,
+    /// Requests per second per client IP.
+    #[arg(long, env = "LEDGER_RATE_PER_IP", default_value_t = 5000)]
+    rate_per_ip: u32,
+    /// Requests per minute per client IP on invite redemption and TOTP confirmation.
+    #[arg(long, env = "LEDGER_RATE_SENSITIVE_PER_MINUTE", default_value_t = 20)]
+    rate_sensitive_per_minute: u32,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            rate_per_key: 2000,
+            rate_per_ip: 5000,
+            rate_sensitive_per_minute: 20,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCmd {
+    /// Create a tenant and its first administrator; prints {"tenant","admin","invite"}.
+    Create {
+        /// The tenant's slug, `[a-z0-9][a-z0-9-]{0,62}`.
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// The administrator's display name.
+        #[arg(long)]
+        admin: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Create the checkpoint and 2FA signing keys if absent.
+    Generate,
+    /// Add a new key of a purpose; the old one stays listed for verification.
+    Rotate {
+        /// `checkpoint` or `2fa`.
+        #[arg(long)]
+        purpose: String,
+    },
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
+    let address: SocketAddr = listen_address(&args.listen)?;
+    let state = storage
+        .app_state(LimitConfig {
+            per_key: args.rate_per_key,
+            per_ip: args.rate_per_ip,
+            sensitive_per_minute: args.rate_sensitive_per_minute,
+        })
+        .await?;
+    let app = routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        http::prepare,
+    ));
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("--listen / LEDGER_LISTEN: cannot bind {address}"))?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    state.store.close().await;
+    Ok(())
+}
+
+async fn create_tenant(
+    storage: &Storage,
+    slug: &str,
+    name: &str,
+    admin: &str,
+) -> anyhow::Result<()> {
+    let tenant: TenantId = slug
+        .parse()
+        .map_err(|e| anyhow::anyhow!("tenant slug {slug:?}: {e}"))?;
+    let state = storage.app_state(LimitConfig::default()).await?;
+    let admin_id: PrincipalId = util::random_id("usr_", 16)
+        .parse()
+        .map_err(|e| anyhow::anyhow!("admin id: {e}"))?;
+    let operator: PrincipalId = "svc_operator"
+        .parse()
+        .map_err(|e| anyhow::anyhow!("operator id: {e}"))?;
+    let submission = Submission {
+        actor: operator.clone(),
+        scopes: None,
+        commands: vec![Command::CreateTenant {
+            name: name.to_owned(),
+            admin: Some(admin_id.clone()),
+        }],
+        denied: None,
+        id_seed: None,
+        recheck: false,
+        view: Box::new(|_, _| serde_json::Value::Null),
+    };
+    state
+        .writers
+        .submit(&tenant, submission)
+        .await
+        .map_err(|e| anyhow::anyhow!("tenant create: {e}"))?;
+    let _ = admin;
+    let invite = routes::create_invite(&state, &tenant, &admin_id)
+        .await
+        .map_err(|e| anyhow::anyhow!("invite: {e}"))?;
+    let out = serde_json::json!({"tenant": tenant, "admin": admin_id, "invite": invite});
+    use std::io::Write;
+    writeln!(std::io::stdout(), "{out}")?;
+    state.store.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs();
+    match cli.command.unwrap_or(Cmd::Serve(ServeArgs::default())) {
+        Cmd::Serve(args) => serve(&cli.storage, args).await,
+        Cmd::Migrate => {
+            let store = cli.storage.open().await?;
+            store.migrate().await.context("migrate")?;
+            store.close().await;
+            Ok(())
+        }
+        Cmd::Tenant(TenantCmd::Create { slug, name, admin }) => {
+            create_tenant(&cli.storage, &slug, &name, &admin).await
+        }
+        Cmd::Keys(KeysCmd::Generate) => {
+            keys::ensure_keys(&cli.storage.keys_dir(), util::now())?;
+            Ok(())
+        }
+        Cmd::Keys(KeysCmd::Rotate { purpose }) => {
+            let purpose = match purpose.as_str() {
+                "checkpoint" => KeyPurpose::Checkpoint,
+                "2fa" => KeyPurpose::TwoFactor,
+                other => anyhow::bail!("--purpose: {other:?} is neither checkpoint nor 2fa"),
+            };
+            let key_id = keys::add_key(&cli.storage.keys_dir(), purpose, util::now())?;
+            use std::io::Write;
+            writeln!(std::io::stdout(), "{key_id}")?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! One writer per tenant, with group commit (DESIGN section 6).
+//!
+//! Each tenant's commands queue to one task that holds the tenant's state in memory. It
+//! takes every command waiting (up to [`GROUP_MAX`]), decides them one after another
+//! with ledger-core against the state (each seeing the events of those before it),
+//! seals the events, appends them all in ONE transaction, and only then answers each
+//! caller. A lost race with another process (the store's typed conflict) reloads the
+//! state and decides the group again; any other store failure reloads and answers 503,
+//! so the memory never holds an event the store does not. Denied commands that are
+//! evidence are appended as `command.rejected` in the same transaction, and their
+//! callers get the denial after the commit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use ledger_core::checkpoint::Checkpoint;
+use ledger_core::command::{Command, Context, Enforcement, Rejection};
+use ledger_core::decide::{decide, decide_batch, rejection_event};
+use ledger_core::event::{ChainHead, Event, EventBody};
+use ledger_core::ids::{EventId, KeyId, PrincipalId, TenantId};
+use ledger_core::policy::Permission;
+use ledger_core::proof::DirectCheck;
+use ledger_core::state::TenantState;
+use ledger_store::{AppendError, Store, PAGE_LIMIT_MAX};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::keys::Keys;
+use crate::util;
+
+/// Most commands decided and committed together.
+pub const GROUP_MAX: usize = 512;
+/// Queue length per tenant before callers wait.
+const QUEUE: usize = 4096;
+/// A checkpoint after this many events...
+pub const CHECKPOINT_EVERY_EVENTS: u64 = 1000;
+/// ...or after this long with uncheckpointed events.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+/// Conflicts retried before answering 503.
+const CONFLICT_RETRIES: usize = 8;
+
+/// What a caller builds its answer from, once committed: the state after the group and
+/// the command's own events.
+pub type View = Box<dyn FnOnce(&TenantState, &[Event]) -> serde_json::Value + Send + Sync>;
+
+/// One command (or an all-or-nothing batch) for the writer.
+pub struct Submission {
+    /// Who.
+    pub actor: PrincipalId,
+    /// The API key's scopes, narrowing the roles.
+    pub scopes: Option<Vec<Permission>>,
+    /// One command, or a batch decided all or nothing.
+    pub commands: Vec<Command>,
+    /// A denial the shell already made (a wrong or locked TOTP code): nothing is decided,
+    /// the command is recorded as `command.rejected` and the caller gets the denial.
+    pub denied: Option<Rejection>,
+    /// Seed for the events' ids (the idempotency key's digest), so a retried request
+    /// can be recognised in the chain; random ids without it.
+    pub id_seed: Option<[u8; 32]>,
+    /// A retry that took over a request which may have committed before its process
+    /// died: if the chain already holds its first event, nothing is decided again and
+    /// the answer is built from the state.
+    pub recheck: bool,
+    /// Builds the answer.
+    pub view: View,
+}
+
+impl std::fmt::Debug for Submission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submission")
+            .field("actor", &self.actor)
+            .field("commands", &self.commands.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The events committed for a submission and the answer built from them.
+pub type Outcome = Result<(Vec<Event>, serde_json::Value), ApiError>;
+
+type Read = Box<dyn FnOnce(&TenantState, ChainHead) + Send>;
+
+enum Job {
+    Write(Box<Submission>, oneshot::Sender<Outcome>),
+    Read(Read),
+    Checkpoint(oneshot::Sender<Result<Option<Checkpoint>, ApiError>>),
+}
+
+/// The id of the `index`th event of a submission seeded with `seed` (a UUID v8), or a
+/// random UUID v4.
+pub fn event_id(seed: Option<&[u8; 32]>, index: usize) -> EventId {
+    let mut bytes: [u8; 16] = match seed {
+        Some(seed) => {
+            let digest = Sha256::new()
+                .chain_update(seed)
+                .chain_update((index as u64).to_be_bytes())
+                .finalize();
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&digest[..16]);
+            out[6] = (out[6] & 0x0F) | 0x80;
+            out
+        }
+        None => {
+            let mut out = util::random_bytes::<16>();
+            out[6] = (out[6] & 0x0F) | 0x40;
+            out
+        }
+    };
+    bytes[8] = (bytes[8] & 0x3F) | 0x80;
+    EventId::from_uuid(uuid::Uuid::from_bytes(bytes))
+}
+
+/// The writers of every tenant this process has touched.
+#[derive(Clone)]
+pub struct Writers {
+    store: Store,
+    keys: Arc<Keys>,
+    queues: Arc<Mutex<HashMap<TenantId, mpsc::Sender<Job>>>>,
+    commits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Writers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writers").finish_non_exhaustive()
+    }
+}
+
+impl Writers {
+    /// Writers over `store`, signing checkpoints with `keys`.
+    pub fn new(store: Store, keys: Arc<Keys>) -> Self {
+        Self {
+            store,
+            keys,
+            queues: Arc::new(Mutex::new(HashMap::new())),
+            commits: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// Transactions committed so far (for /metrics).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn queue(&self, tenant: &TenantId) -> mpsc::Sender<Job> {
+        let mut queues = match self.queues.lock() {
+            Ok(queues) => queues,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(sender) = queues.get(tenant) {
+            if !sender.is_closed() {
+                return sender.clone();
+            }
+        }
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let task = TenantWriter {
+            tenant: tenant.clone(),
+            store: self.store.clone(),
+            keys: Arc::clone(&self.keys),
+            commits: Arc::clone(&self.commits),
+            loaded: None,
+            last_checkpoint_seq: 0,
+            last_checkpoint_at: Instant::now(),
+        };
+        tokio::spawn(task.run(receiver));
+        queues.insert(tenant.clone(), sender.clone());
+        sender
+    }
+
+    /// Decides and commits `submission` for `tenant`; answers after the commit.
+    pub async fn submit(&self, tenant: &TenantId, submission: Submission) -> Outcome {
+        let (reply, answer) = oneshot::channel();
+        self.queue(tenant)
+            .send(Job::Write(Box::new(submission), reply))
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
+        answer.await.map_err(|_| ApiError::Unavailable)?
+    }
+
+    /// Reads the tenant's committed state.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        tenant: &TenantId,
+        read: impl FnOnce(&TenantState, ChainHead) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Read(Box::new(move |state, head| {
+            let _ = reply.send(read(state, head));
+        }));
+        self.queue(tenant)
+            .send(job)
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
+        answer.await.map_err(|_| ApiError::Unavailable)
+    }
+
+    /// Signs and stores a checkpoint of the head now (`None` for an empty chain).
+    pub async fn checkpoint(&self, tenant: &TenantId) -> Result<Option<Checkpoint>, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue(tenant)
+            .send(Job::Checkpoint(reply))
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
+        answer.await.map_err(|_| ApiError::Unavailable)?
+    }
+}
+
+/// Loads a tenant's state by replaying its chain.
+pub async fn load_state(
+    store: &Store,
+    tenant: &TenantId,
+) -> Result<(TenantState, ChainHead), ledger_store::StoreError> {
+    let mut state = TenantState::new(tenant.clone());
+    let mut head = ChainHead::GENESIS;
+    loop {
+        let page = store.load(tenant, head.seq, PAGE_LIMIT_MAX).await?;
+        let done = page.len() < PAGE_LIMIT_MAX as usize;
+        for (event, _) in &page {
+            state.apply_mut(event);
+            head = event.head();
+        }
+        if done {
+            return Ok((state, head));
+        }
+    }
+}
+
+struct TenantWriter {
+    tenant: TenantId,
+    store: Store,
+    keys: Arc<Keys>,
+    commits: Arc<std::sync::atomic::AtomicU64>,
+    loaded: Option<(TenantState, ChainHead)>,
+    last_checkpoint_seq: u64,
+    last_checkpoint_at: Instant,
+}
+
+/// Events sealed with their canonical bytes, ready to append.
+type Sealed = Vec<(Event, Vec<u8>)>;
+
+/// What deciding one submission produced, before the commit.
+enum Decided {
+    /// Events to append; the caller gets them (or the denial, for evidence).
+    Events {
+        range: std::ops::Range<usize>,
+        denial: Option<Rejection>,
+    },
+    /// Refused without an event (unknown object, bad values).
+    Refused(Rejection),
+    /// Committed earlier (a retried request).
+    Already,
+}
+
+impl TenantWriter {
+    async fn ensure_loaded(&mut self) -> Result<(), ApiError> {
+        if self.loaded.is_none() {
+            let (state, head) = load_state(&self.store, &self.tenant).await?;
+            let mut after = 0;
+            loop {
+                let page = self
+                    .store
+                    .checkpoints(&self.tenant, after, PAGE_LIMIT_MAX)
+                    .await?;
+                match page.last() {
+                    Some(last) => after = last.seq,
+                    None => break,
+                }
+                if page.len() < PAGE_LIMIT_MAX as usize {
+                    break;
+                }
+            }
+            self.last_checkpoint_seq = after;
+            self.loaded = Some((state, head));
+        }
+        Ok(())
+    }
+
+    async fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
+        loop {
+            let job = match tokio::time::timeout(CHECKPOINT_EVERY, receiver.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
+                Err(_elapsed) => {
+                    if self.checkpoint_due(true) {
+                        let _ = self.write_checkpoint().await;
+                    }
+                    continue;
+                }
+            };
+            let mut jobs = vec![job];
+            while jobs.len() < GROUP_MAX {
+                match receiver.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            if let Err(error) = self.ensure_loaded().await {
+                for job in jobs {
+                    fail(job, &error);
+                }
+                continue;
+            }
+            let mut writes = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Read(read) => {
+                        if let Some((state, head)) = &self.loaded {
+                            read(state, *head);
+                        }
+                    }
+                    Job::Checkpoint(reply) => {
+                        let _ = reply.send(self.write_checkpoint().await);
+                    }
+                    Job::Write(submission, reply) => writes.push((submission, reply)),
+                }
+            }
+            if !writes.is_empty() {
+                self.commit_group(writes).await;
+            }
+            if self.checkpoint_due(false) {
+                let _ = self.write_checkpoint().await;
+            }
+        }
+    }
+
+    fn checkpoint_due(&self, timer: bool) -> bool {
+        let Some((_, head)) = &self.loaded else {
+            return false;
+        };
+        let behind = head.seq.saturating_sub(self.last_checkpoint_seq);
+        behind >= CHECKPOINT_EVERY_EVENTS
+            || (timer && behind > 0 && self.last_checkpoint_at.elapsed() >= CHECKPOINT_EVERY)
+    }
+
+    async fn write_checkpoint(&mut self) -> Result<Option<Checkpoint>, ApiError> {
+        self.ensure_loaded().await?;
+        let Some((_, head)) = &self.loaded else {
+            return Ok(None);
+        };
+        if head.seq == 0 {
+            return Ok(None);
+        }
+        let (key_id, key): &(KeyId, SigningKey) = &self.keys.checkpoint;
+        let checkpoint = Checkpoint::sign(
+            self.tenant.clone(),
+            head.seq,
+            head.hash,
+            util::now(),
+            key_id.clone(),
+            key,
+        );
+        match self.store.append_checkpoint(&checkpoint).await {
+            Ok(()) => {}
+            Err(ledger_store::CheckpointStoreError::Duplicate { .. }) => {}
+            Err(error) => {
+                tracing::error!(tenant = %self.tenant, error = %error, "checkpoint not stored");
+                return Err(ApiError::Unavailable);
+            }
+        }
+        self.last_checkpoint_seq = head.seq;
+        self.last_checkpoint_at = Instant::now();
+        Ok(Some(checkpoint))
+    }
+
+    /// Decides every submission against the state in memory (mutating it), seals.
+    fn decide_group(
+        &mut self,
+        writes: &[(Box<Submission>, oneshot::Sender<Outcome>)],
+        already: &[bool],
+    ) -> (Vec<Decided>, Sealed, ChainHead) {
+        let signatures = DirectCheck(&self.keys.set);
+        let mut decided = Vec::with_capacity(writes.len());
+        let mut sealed: Vec<(Event, Vec<u8>)> = Vec::new();
+        let Some((state, head)) = self.loaded.as_mut() else {
+            return (decided, sealed, ChainHead::GENESIS);
+        };
+        let start_head = *head;
+        let at = util::now();
+        for ((submission, _), already) in writes.iter().zip(already) {
+            if *already {
+                decided.push(Decided::Already);
+                continue;
+            }
+            let ctx = Context {
+                tenant: &self.tenant,
+                actor: &submission.actor,
+                at,
+                scopes: submission.scopes.as_deref(),
+                signatures: &signatures,
+                enforcement: Enforcement::Writer,
+            };
+            let result = match (&submission.denied, submission.commands.as_slice()) {
+                (_, []) => {
+                    decided.push(Decided::Refused(Rejection::Validation {
+                        detail: "no command".into(),
+                    }));
+                    continue;
+                }
+                (Some(denial), [first, ..]) => Err((first, denial.clone())),
+                (None, [one]) => decide(state, one, &ctx).map_err(|r| (one, r)),
+                (None, many) => decide_batch(state, many, &ctx).map_err(|(i, r)| (&many[i], r)),
+            };
+            let (bodies, denial): (Vec<EventBody>, Option<Rejection>) = match result {
+                Ok(bodies) => (bodies, None),
+                Err((command, rejection)) => {
+                    if rejection.is_evidence() {
+                        (vec![rejection_event(command, &rejection)], Some(rejection))
+                    } else {
+                        decided.push(Decided::Refused(rejection));
+                        continue;
+                    }
+                }
+            };
+            let from = sealed.len();
+            for (index, body) in bodies.into_iter().enumerate() {
+                let id = event_id(submission.id_seed.as_ref(), index);
+                match Event::seal(
+                    *head,
+                    self.tenant.clone(),
+                    id,
+                    at,
+                    submission.actor.clone(),
+                    body,
+                ) {
+                    Ok((event, bytes)) => {
+                        state.apply_mut(&event);
+                        *head = event.head();
+                        sealed.push((event, bytes));
+                    }
+                    Err(error) => {
+                        tracing::error!(error = %error, "cannot seal an event");
+                    }
+                }
+            }
+            decided.push(Decided::Events {
+                range: from..sealed.len(),
+                denial,
+            });
+        }
+        (decided, sealed, start_head)
+    }
+
+    async fn commit_group(&mut self, mut writes: Vec<(Box<Submission>, oneshot::Sender<Outcome>)>) {
+        let mut already = Vec::with_capacity(writes.len());
+        for (submission, _) in &writes {
+            let committed = match (submission.recheck, submission.id_seed.as_ref()) {
+                (true, Some(seed)) => {
+                    let first = event_id(Some(seed), 0).uuid();
+                    match self.store.event_exists(&self.tenant, first).await {
+                        Ok(found) => found,
+                        Err(error) => {
+                            tracing::error!(error = %error, "event lookup failed");
+                            false
+                        }
+                    }
+                }
+                (true, None) | (false, _) => false,
+            };
+            already.push(committed);
+        }
+        for _attempt in 0..CONFLICT_RETRIES {
+            let (decided, sealed, start_head) = self.decide_group(&writes, &already);
+            let result = if sealed.is_empty() {
+                Ok(start_head)
+            } else {
+                self.store.append(&self.tenant, start_head, &sealed).await
+            };
+            match result {
+                Ok(_) => {
+                    if !sealed.is_empty() {
+                        self.commits
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let Some((state, _)) = &self.loaded else {
+                        return;
+                    };
+                    for ((submission, reply), decided) in writes.drain(..).zip(decided) {
+                        let outcome = match decided {
+                            Decided::Refused(rejection) => Err(ApiError::Rejected(rejection)),
+                            Decided::Already => Ok((Vec::new(), (submission.view)(state, &[]))),
+                            Decided::Events {
+                                denial: Some(denial),
+                                ..
+                            } => Err(ApiError::Rejected(denial)),
+                            Decided::Events {
+                                range,
+                                denial: None,
+                            } => {
+                                let events: Vec<Event> =
+                                    sealed[range].iter().map(|(e, _)| e.clone()).collect();
+                                let answer = (submission.view)(state, &events);
+                                Ok((events, answer))
+                            }
+                        };
+                        let _ = reply.send(outcome);
+                    }
+                    return;
+                }
+                Err(AppendError::Conflict { actual }) => {
+                    tracing::info!(tenant = %self.tenant, seq = actual.seq, "lost a race: reloading");
+                    self.loaded = None;
+                    if self.ensure_loaded().await.is_err() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(tenant = %self.tenant, error = %error, "append failed");
+                    self.loaded = None;
+                    break;
+                }
+            }
+        }
+        self.loaded = None;
+        for (_, reply) in writes {
+            let _ = reply.send(Err(ApiError::Unavailable));
+        }
+    }
+}
+
+fn fail(job: Job, error: &ApiError) {
+    let unavailable = || {
+        if matches!(error, ApiError::Unavailable) {
+            ApiError::Unavailable
+        } else {
+            ApiError::Internal(error.to_string())
+        }
+    };
+    match job {
+        Job::Write(_, reply) => {
+            let _ = reply.send(Err(unavailable()));
+        }
+        Job::Checkpoint(reply) => {
+            let _ = reply.send(Err(unavailable()));
+        }
+        Job::Read(_) => {}
+    }
+}
