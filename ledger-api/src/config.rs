@@ -62,20 +62,26 @@ impl Storage {
             .unwrap_or_else(|| self.data_dir.join("keys"))
     }
 
+    /// Checks the settings that need no IO.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "--database-url / LEDGER_DATABASE_URL",
+                    "must be a postgres:// URL",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Opens the store (creating the data dir and migrating the embedded default).
     pub async fn open(&self) -> Result<Store, ConfigError> {
+        self.validate()?;
         match &self.database_url {
-            Some(url) => {
-                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    return Err(invalid(
-                        "--database-url / LEDGER_DATABASE_URL",
-                        "must be a postgres:// URL",
-                    ));
-                }
-                Store::connect(url)
-                    .await
-                    .map_err(|e| invalid("--database-url / LEDGER_DATABASE_URL", e))
-            }
+            Some(url) => Store::connect(url)
+                .await
+                .map_err(|e| invalid("--database-url / LEDGER_DATABASE_URL", e)),
             None => {
                 create_private_dir(&self.data_dir)
                     .map_err(|e| invalid("--data-dir / LEDGER_DATA_DIR", e))?;
@@ -125,6 +131,7 @@ impl Storage {
 
     /// Everything the handlers need.
     pub async fn app_state(&self, limits: LimitConfig) -> Result<AppState, ConfigError> {
+        self.validate()?;
         let ring = self.key_ring()?;
         let keys_dir = self.keys_dir();
         if self.embedded() {
