@@ -54,6 +54,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The database cannot be read.
+    #[error("database: {0}")]
+    Database(String),
     /// `generate` was asked for something it cannot write.
     #[error("generate: {0}")]
     Generate(String),

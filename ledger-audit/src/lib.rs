@@ -2,6 +2,7 @@
 //! streaming passes over the file, on every core, with the very rules the writer applies
 //! (`ledger_core::verify`). The binary (`main.rs`) is a thin shell over this library.
 
+pub mod database;
 pub mod error;
 pub mod generate;
 pub mod pipeline;

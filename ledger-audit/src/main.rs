@@ -29,16 +29,41 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Verify an export: exit 0 intact, 1 broken, 2 unusable input.
+    /// Verify an export file, or a ledger database: exit 0 intact, 1 broken, 2 unusable.
     Verify {
         /// The export (JSON Lines, DESIGN section 4).
-        file: PathBuf,
+        #[arg(
+            required_unless_present = "database_url",
+            conflicts_with = "database_url"
+        )]
+        file: Option<PathBuf>,
+        /// Verify the chains stored in this database instead (`sqlite:…`, `postgres://…`).
+        #[arg(long, value_name = "URL", requires = "keys")]
+        database_url: Option<String>,
+        /// With --database-url: only this tenant (default: every tenant visible).
+        #[arg(long, requires = "database_url")]
+        tenant: Option<String>,
         /// Print the verdict as JSON on stdout.
         #[arg(long)]
         json: bool,
         /// Pin the public keys: the JSON of `GET /v1/ledger/keys`, obtained out of band.
         #[arg(long, value_name = "FILE")]
         keys: Option<PathBuf>,
+    },
+    /// Write one stored tenant's export (DESIGN section 4).
+    Export {
+        /// The ledger database (`sqlite:…`, `postgres://…`).
+        #[arg(long, value_name = "URL")]
+        database_url: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The public keys to list in the export (the JSON of `GET /v1/ledger/keys`).
+        #[arg(long, value_name = "FILE")]
+        keys: Option<PathBuf>,
+        /// Where to write it (default: standard output).
+        #[arg(long, value_name = "FILE", default_value = "-")]
+        out: PathBuf,
     },
     /// Write a large valid export for benchmarks.
     #[command(hide = true)]
@@ -140,10 +165,89 @@ fn verify(file: PathBuf, json: bool, keys: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// Verifies every tenant of a database; the exit code is the worst verdict.
+fn verify_database(
+    url: &str,
+    tenant: Option<String>,
+    json: bool,
+    keys: &std::path::Path,
+) -> ExitCode {
+    let pinned = match report::read_keys(keys) {
+        Ok(pinned) => pinned,
+        Err(e) => return fail(&e, json),
+    };
+    let tenant = match tenant
+        .map(|t| t.parse::<ledger_core::ids::TenantId>())
+        .transpose()
+    {
+        Ok(tenant) => tenant,
+        Err(e) => return fail(&Error::Database(format!("--tenant: {e}")), json),
+    };
+    let reports = match ledger_audit::database::verify(url, tenant.as_ref(), &pinned) {
+        Ok(reports) => reports,
+        Err(e) => return fail(&e, json),
+    };
+    let mut broken = false;
+    for (tenant, report) in &reports {
+        let printed = if json {
+            print(&format!("{}\n", report::json(report)))
+        } else {
+            print(&report::human(report))
+        };
+        if printed != ExitCode::SUCCESS {
+            return printed;
+        }
+        if let Some(line) = report::first_break_line(report) {
+            eprintln!("ledger-audit: tenant {tenant}: {line}");
+            broken = true;
+        }
+    }
+    if broken {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn export(url: &str, tenant: &str, keys: Option<PathBuf>, out: &std::path::Path) -> ExitCode {
+    let records: Vec<ledger_core::crypto::KeyRecord> =
+        match keys.as_deref().map(report::read_keys).transpose() {
+            Ok(set) => set.map(|s| s.iter().cloned().collect()).unwrap_or_default(),
+            Err(e) => return fail(&e, false),
+        };
+    let tenant: ledger_core::ids::TenantId = match tenant.parse() {
+        Ok(tenant) => tenant,
+        Err(e) => return fail(&Error::Database(format!("--tenant: {e}")), false),
+    };
+    match ledger_audit::database::export(url, &tenant, &records, out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, false),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Verify { file, json, keys } => verify(file, json, keys),
+        Command::Verify {
+            file,
+            database_url,
+            tenant,
+            json,
+            keys,
+        } => match (file, database_url, keys) {
+            (_, Some(url), Some(keys)) => verify_database(&url, tenant, json, &keys),
+            (Some(file), None, keys) => verify(file, json, keys),
+            (None, _, _) | (_, Some(_), None) => fail(
+                &Error::Database("give FILE, or --database-url with --keys".into()),
+                json,
+            ),
+        },
+        Command::Export {
+            database_url,
+            tenant,
+            keys,
+            out,
+        } => export(&database_url, &tenant, keys, &out),
         Command::Generate {
             events,
             profile,

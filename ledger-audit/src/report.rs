@@ -27,12 +27,12 @@ fn describe(found: &Break) -> String {
         .as_ref()
         .map(|c| format!(" ({c})"))
         .unwrap_or_default();
-    format!(
-        "{}, line {}: {kind}{code}: {}",
-        location(found),
-        found.line,
-        found.reason
-    )
+    let line = if found.line == 0 {
+        String::new()
+    } else {
+        format!(", line {}", found.line)
+    };
+    format!("{}{line}: {kind}{code}: {}", location(found), found.reason)
 }
 
 /// The human summary, ending in a newline.

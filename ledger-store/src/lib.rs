@@ -24,6 +24,7 @@
 
 pub mod crypto;
 mod error;
+mod export;
 pub mod postgres;
 mod records;
 mod rows;
@@ -36,6 +37,7 @@ use ledger_core::event::{ChainHead, Event};
 use ledger_core::ids::TenantId;
 
 pub use error::{AppendError, CheckpointStoreError, StoreError};
+pub use export::ExportError;
 pub use records::Record;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
