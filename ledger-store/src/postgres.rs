@@ -117,6 +117,8 @@ impl PostgresStore {
         let mut tx = self.begin_scoped(tenant, SCOPE_AND_LOCK).await?;
         let actual = Self::head_in(&mut tx, tenant).await?;
         if actual != expected_head {
+            // Release the lock now rather than when the connection is next used.
+            tx.rollback().await?;
             return Err(AppendError::Conflict { actual });
         }
         let count = events.len();

@@ -102,6 +102,8 @@ impl SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let actual = Self::head_in(&mut tx, tenant).await?;
         if actual != expected_head {
+            // Release the lock now rather than when the connection is next used.
+            tx.rollback().await?;
             return Err(AppendError::Conflict { actual });
         }
         for chunk in events.chunks(INSERT_ROWS_MAX) {
