@@ -162,6 +162,7 @@ impl Writers {
             loaded: None,
             last_checkpoint_seq: 0,
             last_checkpoint_at: Instant::now(),
+            last_snapshot_seq: 0,
         };
         tokio::spawn(task.run(receiver));
         queues.insert(tenant.clone(), sender.clone());
@@ -206,13 +207,16 @@ impl Writers {
     }
 }
 
-/// Loads a tenant's state by replaying its chain.
-pub async fn load_state(
+/// A snapshot is saved after this many events since the last one.
+pub const SNAPSHOT_EVERY_EVENTS: u64 = 50_000;
+
+/// Applies `tenant`'s events after `head` to `state`.
+async fn replay_tail(
     store: &Store,
     tenant: &TenantId,
+    mut state: TenantState,
+    mut head: ChainHead,
 ) -> Result<(TenantState, ChainHead), ledger_store::StoreError> {
-    let mut state = TenantState::new(tenant.clone());
-    let mut head = ChainHead::GENESIS;
     loop {
         let page = store.load(tenant, head.seq, PAGE_LIMIT_MAX).await?;
         let done = page.len() < PAGE_LIMIT_MAX as usize;
@@ -226,6 +230,69 @@ pub async fn load_state(
     }
 }
 
+/// The latest snapshot, if it restores and the stored event at its seq has its head
+/// hash (a snapshot is a cache: one that disagrees with the chain is ignored).
+async fn usable_snapshot(
+    store: &Store,
+    tenant: &TenantId,
+) -> Result<Option<(TenantState, ChainHead)>, ledger_store::StoreError> {
+    let Some((seq, head, text)) = store.latest_snapshot(tenant).await? else {
+        return Ok(None);
+    };
+    let restored = ledger_core::snapshot::Snapshot::from_json(&text).and_then(|s| s.restore());
+    let (state, snapshot_head) = match restored {
+        Ok(restored) => restored,
+        Err(error) => {
+            tracing::warn!(tenant = %tenant, seq, error = %error, "snapshot ignored");
+            return Ok(None);
+        }
+    };
+    let stored = store.load(tenant, seq.saturating_sub(1), 1).await?;
+    let agrees = snapshot_head.seq == seq
+        && snapshot_head.hash == head
+        && state.tenant == *tenant
+        && stored
+            .first()
+            .is_some_and(|(event, _)| event.seq == seq && event.hash == head);
+    if !agrees {
+        tracing::warn!(tenant = %tenant, seq, "snapshot disagrees with the chain: ignored");
+        return Ok(None);
+    }
+    Ok(Some((state, snapshot_head)))
+}
+
+/// Loads a tenant's state: the latest snapshot that agrees with the chain plus the
+/// events after it, or the whole chain.
+pub async fn load_state(
+    store: &Store,
+    tenant: &TenantId,
+) -> Result<(TenantState, ChainHead), ledger_store::StoreError> {
+    match usable_snapshot(store, tenant).await? {
+        Some((state, head)) => replay_tail(store, tenant, state, head).await,
+        None => {
+            replay_tail(
+                store,
+                tenant,
+                TenantState::new(tenant.clone()),
+                ChainHead::GENESIS,
+            )
+            .await
+        }
+    }
+}
+
+/// Saves a snapshot of `state` at `head`.
+pub async fn save_snapshot(
+    store: &Store,
+    state: &TenantState,
+    head: ChainHead,
+) -> Result<(), ledger_store::StoreError> {
+    let text = ledger_core::snapshot::Snapshot::of(state, head).to_json();
+    store
+        .save_snapshot(&state.tenant, head.seq, head.hash, &text)
+        .await
+}
+
 struct TenantWriter {
     tenant: TenantId,
     store: Store,
@@ -234,6 +301,7 @@ struct TenantWriter {
     loaded: Option<(TenantState, ChainHead)>,
     last_checkpoint_seq: u64,
     last_checkpoint_at: Instant,
+    last_snapshot_seq: u64,
 }
 
 /// Events sealed with their canonical bytes, ready to append.
@@ -271,6 +339,7 @@ impl TenantWriter {
                 }
             }
             self.last_checkpoint_seq = after;
+            self.last_snapshot_seq = self.last_snapshot_seq.max(head.seq);
             self.loaded = Some((state, head));
         }
         Ok(())
@@ -320,6 +389,24 @@ impl TenantWriter {
             }
             if self.checkpoint_due(false) {
                 let _ = self.write_checkpoint().await;
+            }
+            self.snapshot_if_due().await;
+        }
+    }
+
+    /// Saves a snapshot every [`SNAPSHOT_EVERY_EVENTS`]; a failure only costs a longer
+    /// load later.
+    async fn snapshot_if_due(&mut self) {
+        let Some((state, head)) = &self.loaded else {
+            return;
+        };
+        if head.seq.saturating_sub(self.last_snapshot_seq) < SNAPSHOT_EVERY_EVENTS {
+            return;
+        }
+        match save_snapshot(&self.store, state, *head).await {
+            Ok(()) => self.last_snapshot_seq = head.seq,
+            Err(error) => {
+                tracing::warn!(tenant = %self.tenant, error = %error, "snapshot not saved")
             }
         }
     }

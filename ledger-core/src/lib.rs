@@ -15,6 +15,7 @@ pub mod ids;
 pub mod money;
 pub mod policy;
 pub mod proof;
+pub mod snapshot;
 pub mod state;
 pub mod time;
 pub mod verify;

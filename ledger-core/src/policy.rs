@@ -265,6 +265,18 @@ impl ApprovalPolicy {
         Ok(Self { rules: parsed })
     }
 
+    /// The rules, as `policy.updated` carries them.
+    pub fn rules(&self) -> Vec<ApprovalRule> {
+        self.rules
+            .iter()
+            .map(|(min, approvals)| ApprovalRule {
+                currency: min.currency(),
+                min_amount: min.to_text(),
+                approvals: *approvals,
+            })
+            .collect()
+    }
+
     /// Approvals `amount` needs: the highest of the matching rules, else 1.
     pub fn approvals_required(&self, amount: &Money) -> u32 {
         self.rules

@@ -95,7 +95,10 @@ pub struct Account {
 }
 
 /// Where a payout stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum PayoutStatus {
     /// Awaiting approvals.
     Requested,

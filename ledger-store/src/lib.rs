@@ -28,6 +28,7 @@ mod export;
 pub mod postgres;
 mod records;
 mod rows;
+mod snapshots;
 pub mod sqlite;
 
 use std::future::Future;

@@ -27,6 +27,7 @@ pub const SERVICE_ROLE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT ON events, checkpoints TO {role};",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON records TO {role};",
     "GRANT SELECT, INSERT ON credential_index TO {role};",
+    "GRANT SELECT, INSERT, DELETE ON snapshots TO {role};",
 ];
 
 /// Connections per pool unless the caller chooses.
