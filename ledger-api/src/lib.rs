@@ -10,6 +10,7 @@ pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod state;
+pub mod stream;
 pub mod totp;
 pub mod util;
 pub mod writer;

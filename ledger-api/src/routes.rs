@@ -95,6 +95,8 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "Replace the approval policy (2FA)",
     ),
     ("get", "/v1/ledger/keys", "The public keys"),
+    ("get", "/v1/events", "The event feed after a seq (cursor)"),
+    ("get", "/v1/events/stream", "Server-Sent Events, resumable with Last-Event-ID"),
     (
         "get",
         "/v1/audit/export",
@@ -129,6 +131,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/payouts/{id}/{action}", post(payout_action))
         .route("/v1/policy/approvals", put(update_policy))
         .route("/v1/ledger/keys", get(ledger_keys))
+        .route("/v1/events", get(crate::stream::feed))
+        .route("/v1/events/stream", get(crate::stream::stream))
         .route("/v1/audit/export", get(export))
         .route("/v1/checkpoints", post(checkpoint_now))
         .route("/v1/checkpoints/latest", get(latest_checkpoint))
@@ -228,6 +232,19 @@ fn new_id(prefix: &str, idempotency: Option<&Idempotency>, salt: &str) -> String
             format!("{prefix}{body}")
         }
     }
+}
+
+/// Whether the caller's roles and key scopes allow `permission`.
+pub(crate) async fn caller_may(
+    state: &AppState,
+    caller: &Caller,
+    permission: Permission,
+) -> Result<bool, ApiError> {
+    let who = caller.clone();
+    state
+        .writers
+        .read(&caller.tenant, move |tenant, _| allowed(tenant, &who, permission))
+        .await
 }
 
 fn allowed(state: &TenantState, caller: &Caller, permission: Permission) -> bool {

@@ -25,7 +25,7 @@ use ledger_core::proof::DirectCheck;
 use ledger_core::state::TenantState;
 use ledger_store::{AppendError, Store, PAGE_LIMIT_MAX};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::ApiError;
 use crate::keys::Keys;
@@ -119,6 +119,7 @@ pub struct Writers {
     keys: Arc<Keys>,
     queues: Arc<Mutex<HashMap<TenantId, mpsc::Sender<Job>>>>,
     commits: Arc<std::sync::atomic::AtomicU64>,
+    heads: Arc<Mutex<HashMap<TenantId, watch::Sender<u64>>>>,
 }
 
 impl std::fmt::Debug for Writers {
@@ -135,7 +136,25 @@ impl Writers {
             keys,
             queues: Arc::new(Mutex::new(HashMap::new())),
             commits: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            heads: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    fn head_sender(&self, tenant: &TenantId) -> watch::Sender<u64> {
+        let mut heads = match self.heads.lock() {
+            Ok(heads) => heads,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        heads
+            .entry(tenant.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .clone()
+    }
+
+    /// The seq this process last committed for `tenant`, changing on every commit (for
+    /// streams that wait for new events).
+    pub fn watch(&self, tenant: &TenantId) -> watch::Receiver<u64> {
+        self.head_sender(tenant).subscribe()
     }
 
     /// Transactions committed so far (for /metrics).
@@ -159,6 +178,7 @@ impl Writers {
             store: self.store.clone(),
             keys: Arc::clone(&self.keys),
             commits: Arc::clone(&self.commits),
+            head: self.head_sender(tenant),
             loaded: None,
             last_checkpoint_seq: 0,
             last_checkpoint_at: Instant::now(),
@@ -298,6 +318,7 @@ struct TenantWriter {
     store: Store,
     keys: Arc<Keys>,
     commits: Arc<std::sync::atomic::AtomicU64>,
+    head: watch::Sender<u64>,
     loaded: Option<(TenantState, ChainHead)>,
     last_checkpoint_seq: u64,
     last_checkpoint_at: Instant,
@@ -555,6 +576,9 @@ impl TenantWriter {
             };
             match result {
                 Ok(_) => {
+                    if let Some((last, _)) = sealed.last() {
+                        self.head.send_replace(last.seq);
+                    }
                     if !sealed.is_empty() {
                         self.commits
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -3,12 +3,14 @@
 //! `tenant create`, and two server processes writing one tenant on one PostgreSQL
 //! database without ever forking its chain.
 
+mod process;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
+
+use process::{start, MASTER_KEY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ledger-api");
-const MASTER_KEY: &str = "k1:0001020304050607080910111213141516171819202122232425262728293031";
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BIN);
@@ -151,54 +153,6 @@ fn first_run_creates_private_keys_and_rotation_keeps_the_old_key_listed() {
     );
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("--purpose"), "{}", stderr(&bad));
-}
-
-/// A server process on `url`, listening on a free port.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-async fn start(storage: &[&str]) -> Server {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut args: Vec<&str> = storage.to_vec();
-    args.extend(["serve", "--listen", &listen]);
-    let child = Command::new(BIN)
-        .args(&args)
-        .env("LEDGER_MASTER_KEY", MASTER_KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let server = Server {
-        child,
-        base: format!("http://{listen}"),
-    };
-    for _ in 0..200 {
-        if reqwest::get(format!("{}/healthz", server.base))
-            .await
-            .is_ok()
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server on {listen} did not start");
 }
 
 fn database_url() -> String {

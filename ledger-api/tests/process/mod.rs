@@ -1,0 +1,59 @@
+//! Starting the real `ledger-api` binary for a test: a server process on a free port,
+//! killed when dropped.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ledger-api");
+/// A fixed master key for field encryption in tests.
+pub const MASTER_KEY: &str = "k1:0001020304050607080910111213141516171819202122232425262728293031";
+
+/// A server process on `url`, listening on a free port.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub async fn start(storage: &[&str]) -> Server {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args: Vec<&str> = storage.to_vec();
+    args.extend(["serve", "--listen", &listen]);
+    let child = Command::new(BIN)
+        .args(&args)
+        .env("LEDGER_MASTER_KEY", MASTER_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let server = Server {
+        child,
+        base: format!("http://{listen}"),
+    };
+    for _ in 0..200 {
+        if reqwest::get(format!("{}/healthz", server.base))
+            .await
+            .is_ok()
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server on {listen} did not start");
+}
