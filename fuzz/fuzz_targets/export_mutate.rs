@@ -1,0 +1,8 @@
+#![no_main]
+//! See `ledger_fuzz::export_mutate` (fuzz/src/lib.rs) and fuzz/README.md.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    ledger_fuzz::export_mutate(data);
+});
