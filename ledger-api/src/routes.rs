@@ -96,7 +96,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("get", "/v1/ledger/keys", "The public keys"),
     ("get", "/v1/events", "The event feed after a seq (cursor)"),
-    ("get", "/v1/events/stream", "Server-Sent Events, resumable with Last-Event-ID"),
+    (
+        "get",
+        "/v1/events/stream",
+        "Server-Sent Events, resumable with Last-Event-ID",
+    ),
     (
         "get",
         "/v1/audit/export",
@@ -243,7 +247,9 @@ pub(crate) async fn caller_may(
     let who = caller.clone();
     state
         .writers
-        .read(&caller.tenant, move |tenant, _| allowed(tenant, &who, permission))
+        .read(&caller.tenant, move |tenant, _| {
+            allowed(tenant, &who, permission)
+        })
         .await
 }
 
