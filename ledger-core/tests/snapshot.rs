@@ -135,7 +135,11 @@ fn every_prefix_round_trips_and_snapshot_plus_tail_equals_replay() {
         .values()
         .filter(|p| matches!(p, ledger_core::state::Payout::Closed(_)))
         .count();
-    assert_eq!((closed, ledger.state.payouts.len()), (2, 3), "open and closed payouts");
+    assert_eq!(
+        (closed, ledger.state.payouts.len()),
+        (2, 3),
+        "open and closed payouts"
+    );
     let (full, full_head) = replay(&ledger, ledger.events.len());
     assert_eq!(full, ledger.state);
     for upto in 0..=ledger.events.len() {
