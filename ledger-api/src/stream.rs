@@ -100,10 +100,17 @@ async fn next_event(mut cursor: Cursor) -> Option<(Result<SseEvent, Infallible>,
     loop {
         if let Some((seq, kind, data)) = cursor.pending.pop_front() {
             cursor.after = seq;
-            let event = SseEvent::default().id(seq.to_string()).event(kind).data(data);
+            let event = SseEvent::default()
+                .id(seq.to_string())
+                .event(kind)
+                .data(data);
             return Some((Ok(event), cursor));
         }
-        match cursor.store.load(&cursor.tenant, cursor.after, FEED_PAGE_MAX).await {
+        match cursor
+            .store
+            .load(&cursor.tenant, cursor.after, FEED_PAGE_MAX)
+            .await
+        {
             Ok(page) if !page.is_empty() => {
                 for (event, _) in page {
                     let Ok(bytes) = event.to_json_bytes() else {

@@ -39,8 +39,8 @@ use ledger_core::ids::TenantId;
 
 pub use error::{AppendError, CheckpointStoreError, StoreError};
 pub use export::ExportError;
-pub use records::Record;
 pub use postgres::PostgresStore;
+pub use records::Record;
 pub use sqlite::SqliteStore;
 
 /// Most events in one appended batch (one transaction).
