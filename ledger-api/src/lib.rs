@@ -8,6 +8,7 @@ pub mod http;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod relay;
 pub mod routes;
 pub mod state;
 pub mod stream;

@@ -50,6 +50,9 @@ struct ServeArgs {
     /// Requests per second per client IP.
     #[arg(long, env = "LEDGER_RATE_PER_IP", default_value_t = 5000)]
     rate_per_ip: u32,
+    /// Publish every committed event to NATS JetStream (`nats://host:port`).
+    #[arg(long, env = "NATS_URL")]
+    nats_url: Option<String>,
     /// Requests per minute per client IP on invite redemption and TOTP confirmation.
     #[arg(long, env = "LEDGER_RATE_SENSITIVE_PER_MINUTE", default_value_t = 20)]
     rate_sensitive_per_minute: u32,
@@ -62,6 +65,7 @@ impl Default for ServeArgs {
             rate_per_key: 2000,
             rate_per_ip: 5000,
             rate_sensitive_per_minute: 20,
+            nats_url: None,
         }
     }
 }
@@ -117,6 +121,12 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
         state.clone(),
         http::prepare,
     ));
+    if let Some(url) = args.nats_url.clone() {
+        if !url.starts_with("nats://") && !url.contains(':') {
+            anyhow::bail!("--nats-url / NATS_URL: expected nats://host:port");
+        }
+        tokio::spawn(ledger_api::relay::run(state.store.clone(), url));
+    }
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("--listen / LEDGER_LISTEN: cannot bind {address}"))?;

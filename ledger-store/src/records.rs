@@ -195,6 +195,25 @@ impl Store {
         .await
     }
 
+    /// Every tenant that has a credential (every tenant: its first administrator's invite
+    /// is indexed when it is created). Not subject to row-level security, so a service
+    /// can find the tenants it has to serve (the event relay).
+    pub async fn indexed_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        let store = self.clone();
+        let sql = "SELECT DISTINCT tenant_id FROM credential_index ORDER BY tenant_id";
+        detached(async move {
+            let rows: Vec<(String,)> = match store {
+                Store::Sqlite(s) => sqlx::query_as(sql).fetch_all(s.pool()).await?,
+                Store::Postgres(s) => sqlx::query_as(sql).fetch_all(s.pool()).await?,
+            };
+            Ok(rows
+                .into_iter()
+                .filter_map(|(tenant,)| tenant.parse().ok())
+                .collect())
+        })
+        .await
+    }
+
     /// The tenant credential `id` belongs to.
     pub async fn credential_tenant(&self, id: &str) -> Result<Option<TenantId>, StoreError> {
         let (store, id) = (self.clone(), id.to_owned());
