@@ -22,6 +22,9 @@ use crate::util;
 
 /// Largest request body accepted.
 pub const BODY_MAX: usize = 64 * 1024;
+/// Largest body read (and dropped) to answer 413 cleanly; beyond it the answer is sent
+/// at once.
+const DRAIN_MAX: usize = 1024 * 1024;
 /// Request signatures older or newer than this are refused.
 pub const SIGNATURE_WINDOW_SECONDS: i64 = 300;
 /// A pending idempotent request older than this is taken over by a retry (its process
@@ -415,12 +418,14 @@ async fn handle(
     }
     let (mut parts, body) = request.into_parts();
     let declared = header(&parts.headers, "content-length").and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > BODY_MAX) {
+    if declared.is_some_and(|n| n > DRAIN_MAX) {
         return (ApiError::TooLarge.into_response(), None);
     }
-    let bytes: Bytes = match axum::body::to_bytes(body, BODY_MAX).await {
-        Ok(bytes) => bytes,
-        Err(_) => return (ApiError::TooLarge.into_response(), None),
+    // A body somewhat over the limit is read and dropped, so that the client, still
+    // sending, gets its 413 instead of a reset connection.
+    let bytes: Bytes = match axum::body::to_bytes(body, DRAIN_MAX).await {
+        Ok(bytes) if bytes.len() <= BODY_MAX => bytes,
+        Ok(_) | Err(_) => return (ApiError::TooLarge.into_response(), None),
     };
     parts.extensions.insert(RequestId(request_id.to_owned()));
     if is_public(&path) {
