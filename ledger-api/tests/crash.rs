@@ -305,9 +305,12 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         .filter(|l| l["type"] == "event")
         .map(|l| l["event"].clone())
         .collect();
-    let data_of = |e: &Value| match &e["data"] {
-        Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
-        other => other.clone(),
+    let data_of = |e: &Value| {
+        if let Value::String(text) = &e["data"] {
+            serde_json::from_str(text).unwrap_or(Value::Null)
+        } else {
+            e["data"].clone()
+        }
     };
     let requested: Vec<String> = events
         .iter()
