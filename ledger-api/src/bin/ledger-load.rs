@@ -1,0 +1,272 @@
+//! The load generator: drives a running `ledger-api serve` with many concurrent HTTP
+//! clients over many tenants (or one hot tenant) and reports commands per second and
+//! latency percentiles. It sets its tenants up itself: `ledger-api tenant create` (with
+//! the same storage flags as the server), then invites, roles, an account, a payee and
+//! funds over the API. The commands measured need no 2FA: payout requests and
+//! approvals by a second person (each approval right after its request), as the bulk of
+//! a payments team's traffic.
+//!
+//! Example: see docs/PERFORMANCE.md.
+
+#![allow(clippy::print_stdout)] // A benchmark reports on stdout.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use serde_json::{json, Value};
+
+#[derive(Debug, Parser)]
+#[command(about = "Load generator for ledger-api")]
+struct Args {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    base: String,
+    /// The `ledger-api` binary (for `tenant create`).
+    #[arg(long, default_value = "target/release/ledger-api")]
+    ledger_api: String,
+    /// Storage flags for `tenant create`, as the server was started with.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        default_value = "--data-dir ./ledger-data"
+    )]
+    storage: String,
+    /// Tenants to spread the load over.
+    #[arg(long, default_value_t = 100)]
+    tenants: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Tenant slug prefix (unique per run).
+    #[arg(long, default_value = "load")]
+    prefix: String,
+}
+
+struct Tenant {
+    requester: String,
+    approver: String,
+    account: String,
+    payee: String,
+}
+
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    key: Option<&str>,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let mut request = client.post(format!("{base}{path}")).json(&body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{path}: {status} {body}");
+    }
+    Ok(body)
+}
+
+fn code(secret_b32: &str, offset: i64) -> anyhow::Result<String> {
+    let secret = totp_rs::Secret::Encoded(secret_b32.to_owned())
+        .to_bytes()
+        .map_err(|e| anyhow::anyhow!("secret: {e:?}"))?;
+    let step = u64::try_from(ledger_api::util::now().unix_seconds() / 30 + offset)?;
+    Ok(ledger_api::totp::code_at_step(&secret, step)?)
+}
+
+async fn person(
+    client: &reqwest::Client,
+    base: &str,
+    invite: &str,
+) -> anyhow::Result<(String, String, String)> {
+    let redeemed = post(
+        client,
+        base,
+        None,
+        "/v1/invites/redeem",
+        json!({ "invite": invite }),
+    )
+    .await?;
+    let key = redeemed["api_key"].as_str().context("api_key")?.to_owned();
+    let secret = redeemed["totp_secret"]
+        .as_str()
+        .context("secret")?
+        .to_owned();
+    post(
+        client,
+        base,
+        Some(&key),
+        "/v1/me/totp/confirm",
+        json!({ "code": code(&secret, -1)? }),
+    )
+    .await?;
+    Ok((
+        redeemed["user"].as_str().context("user")?.to_owned(),
+        key,
+        secret,
+    ))
+}
+
+async fn setup(args: &Args, client: &reqwest::Client, n: usize) -> anyhow::Result<Tenant> {
+    let slug = format!("{}-{n}", args.prefix);
+    let mut command = std::process::Command::new(&args.ledger_api);
+    command.args(args.storage.split_whitespace());
+    let output = command
+        .args([
+            "tenant", "create", &slug, "--name", &slug, "--admin", "Admin",
+        ])
+        .output()
+        .context("ledger-api tenant create")?;
+    if !output.status.success() {
+        bail!("tenant create: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let created: Value = serde_json::from_slice(&output.stdout)?;
+    let base = args.base.as_str();
+    let (_, admin, admin_secret) =
+        person(client, base, created["invite"].as_str().context("invite")?).await?;
+    let mut ids = Vec::new();
+    let mut keys = Vec::new();
+    for name in ["ann", "bob", "eve"] {
+        let user = post(
+            client,
+            base,
+            Some(&admin),
+            "/v1/users",
+            json!({ "name": name }),
+        )
+        .await?;
+        let (id, key, _) = person(client, base, user["invite"].as_str().context("invite")?).await?;
+        ids.push(id);
+        keys.push(key);
+    }
+    let grants = json!({"otp": code(&admin_secret, 0)?, "grants": [
+        {"user": ids[0], "role": "requester"},
+        {"user": ids[1], "role": "approver"},
+        {"user": ids[2], "role": "treasurer"}]});
+    post(client, base, Some(&admin), "/v1/roles", grants).await?;
+    let account = post(
+        client,
+        base,
+        Some(&keys[2]),
+        "/v1/accounts",
+        json!({"currency": "EUR", "name": "Ops"}),
+    )
+    .await?;
+    let account = account["account"].as_str().context("account")?.to_owned();
+    post(
+        client,
+        base,
+        Some(&keys[2]),
+        &format!("/v1/accounts/{account}/deposits"),
+        json!({"amount": "1000000.00"}),
+    )
+    .await?;
+    let payee = post(
+        client,
+        base,
+        Some(&admin),
+        "/v1/payees",
+        json!({"name": "L", "iban": "DE89370400440532013000"}),
+    )
+    .await?;
+    Ok(Tenant {
+        requester: keys[0].clone(),
+        approver: keys[1].clone(),
+        account,
+        payee: payee["payee"].as_str().context("payee")?.to_owned(),
+    })
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    // Index arithmetic only; no money here.
+    #[allow(clippy::float_arithmetic)]
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
+    let started = Instant::now();
+    let mut tenants = Vec::new();
+    for n in 0..args.tenants {
+        tenants.push(setup(&args, &client, n).await?);
+    }
+    eprintln!(
+        "set up {} tenants in {:.1?}",
+        tenants.len(),
+        started.elapsed()
+    );
+    let tenants = Arc::new(tenants);
+    let errors = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut workers = Vec::new();
+    for worker in 0..args.clients {
+        let (client, tenants, errors) = (client.clone(), Arc::clone(&tenants), Arc::clone(&errors));
+        let base = args.base.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = worker;
+            while Instant::now() < deadline {
+                let tenant = &tenants[n % tenants.len()];
+                n += 1;
+                let body = json!({"account": tenant.account, "payee": tenant.payee, "amount": "1.00", "currency": "EUR", "reference": "load"});
+                let t0 = Instant::now();
+                let requested = post(&client, &base, Some(&tenant.requester), "/v1/payouts", body).await;
+                latencies.push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
+                let Ok(requested) = requested else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let Some(payout) = requested["payout"].as_str() else { continue };
+                let t1 = Instant::now();
+                let approved = post(&client, &base, Some(&tenant.approver), &format!("/v1/payouts/{payout}/approve"), json!({})).await;
+                latencies.push(u64::try_from(t1.elapsed().as_micros()).unwrap_or(u64::MAX));
+                if approved.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            latencies
+        }));
+    }
+    let load_started = Instant::now();
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await?);
+    }
+    let elapsed = load_started.elapsed();
+    latencies.sort_unstable();
+    let commands = latencies.len();
+    let per_second = commands as u128 * 1_000_000 / elapsed.as_micros().max(1);
+    println!(
+        "{}",
+        json!({
+            "tenants": args.tenants,
+            "clients": args.clients,
+            "seconds": elapsed.as_secs(),
+            "commands": commands,
+            "errors": errors.load(Ordering::Relaxed),
+            "commands_per_second": per_second as u64,
+            "p50_ms": percentile(&latencies, 0.50) / 1000,
+            "p99_ms": percentile(&latencies, 0.99) / 1000,
+            "p50_us": percentile(&latencies, 0.50),
+            "p99_us": percentile(&latencies, 0.99),
+        })
+    );
+    Ok(())
+}
