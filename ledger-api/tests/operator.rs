@@ -277,3 +277,51 @@ async fn two_processes_on_one_postgres_database_never_fork_a_chain() {
         .await
         .expect("drop");
 }
+
+/// Rate limits with the defaults: invite redemption is limited per client IP (20 a
+/// minute), answered 429 with Retry-After; every answer carries an X-Request-Id, the
+/// client's own when it sends a well-formed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redemption_is_rate_limited_and_every_answer_has_a_request_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("path");
+    let server = start(&["--data-dir", data]).await;
+    let client = reqwest::Client::new();
+    let mut limited = None;
+    for n in 0..40 {
+        let response = client
+            .post(format!("{}/v1/invites/redeem", server.base))
+            .header("x-request-id", format!("req-{n}"))
+            .json(&serde_json::json!({ "invite": format!("inv_guess{n}.nope") }))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            response.headers()["x-request-id"].to_str().expect("ascii"),
+            format!("req-{n}")
+        );
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 401, "a guessed invite");
+    }
+    let limited = limited.expect("no 429 within 40 guesses");
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(retry_after >= 1);
+    let body: serde_json::Value = limited.json().await.expect("json");
+    assert_eq!(body["code"], "rate_limited");
+    // A request id the server made up when the client sent none (or a bad one).
+    let response = client
+        .get(format!("{}/healthz", server.base))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .expect("send");
+    let id = response.headers()["x-request-id"].to_str().expect("ascii");
+    assert!(!id.is_empty() && !id.contains(' '), "{id}");
+}
