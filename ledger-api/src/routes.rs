@@ -1028,22 +1028,33 @@ async fn open_account(
     Ok(created(answer))
 }
 
-async fn get_account(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+/// Answers one object's view, read under `ledger.read`; 404 when it does not exist.
+async fn get_view<I>(
+    state: AppState,
+    caller: Caller,
+    id: &str,
+    view: fn(&TenantState, &I) -> Value,
+) -> Result<Response, ApiError>
+where
+    I: std::str::FromStr + Send + 'static,
+{
     let ctx = Ctx::new(state, caller, None);
-    let account: AccountId = path_id(&id)?;
+    let id: I = path_id(id)?;
     let view = ctx
-        .read_as(Permission::LedgerRead, move |state| {
-            Ok(account_view(state, &account))
-        })
+        .read_as(Permission::LedgerRead, move |state| Ok(view(state, &id)))
         .await?;
     if view.is_null() {
         return Err(ApiError::NotFound);
     }
     Ok(ok(view))
+}
+
+async fn get_account(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    get_view::<AccountId>(state, caller, &id, account_view).await
 }
 
 #[derive(Deserialize)]
@@ -1424,17 +1435,7 @@ async fn get_payout(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let ctx = Ctx::new(state, caller, None);
-    let payout: PayoutId = path_id(&id)?;
-    let view = ctx
-        .read_as(Permission::LedgerRead, move |state| {
-            Ok(payout_view(state, &payout))
-        })
-        .await?;
-    if view.is_null() {
-        return Err(ApiError::NotFound);
-    }
-    Ok(ok(view))
+    get_view::<PayoutId>(state, caller, &id, payout_view).await
 }
 
 #[derive(Deserialize)]

@@ -60,43 +60,12 @@ async fn a_relay_killed_mid_stream_leaves_every_event_exactly_once() {
     let tenant = format!("relay-{}-{nanos}", std::process::id());
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("path");
-    let created = Command::new(BIN)
-        .args([
-            "--data-dir",
-            data,
-            "tenant",
-            "create",
-            &tenant,
-            "--name",
-            "R",
-            "--admin",
-            "A",
-        ])
-        .env("LEDGER_MASTER_KEY", MASTER_KEY)
-        .output()
-        .expect("tenant create");
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let invite = serde_json::from_slice::<Value>(&created.stdout).expect("json")["invite"]
-        .as_str()
-        .expect("invite")
-        .to_owned();
+    let invite = process::create_tenant(data, &tenant);
 
     // Events first, without the relay.
     let server = process::start(&["--data-dir", data]).await;
     let client = reqwest::Client::new();
-    let redeemed: Value = client
-        .post(format!("{}/v1/invites/redeem", server.base))
-        .json(&serde_json::json!({ "invite": invite }))
-        .send()
-        .await
-        .expect("redeem")
-        .json()
-        .await
-        .expect("json");
+    let redeemed = process::redeem(&client, &server.base, &invite).await;
     let key = redeemed["api_key"].as_str().expect("key").to_owned();
     let mut adds = Vec::new();
     for n in 0..400 {

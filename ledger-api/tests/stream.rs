@@ -4,9 +4,7 @@
 
 mod process;
 
-use std::process::Command;
-
-use process::{start, BIN};
+use process::start;
 use serde_json::Value;
 
 /// One SSE frame: (id, event, data).
@@ -60,42 +58,11 @@ async fn add_users(client: &reqwest::Client, base: &str, key: &str, names: std::
 async fn feed_pages_and_sse_resumes_without_gaps_or_repeats() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("path");
-    let created = Command::new(BIN)
-        .args([
-            "--data-dir",
-            data,
-            "tenant",
-            "create",
-            "acme",
-            "--name",
-            "Acme",
-            "--admin",
-            "Al",
-        ])
-        .env("LEDGER_MASTER_KEY", process::MASTER_KEY)
-        .output()
-        .expect("tenant create");
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let invite = serde_json::from_slice::<Value>(&created.stdout).expect("json")["invite"]
-        .as_str()
-        .expect("invite")
-        .to_owned();
+    let invite = process::create_tenant(data, "acme");
     let server = start(&["--data-dir", data]).await;
     let base = server.base.clone();
     let client = reqwest::Client::new();
-    let redeemed: Value = client
-        .post(format!("{base}/v1/invites/redeem"))
-        .json(&serde_json::json!({ "invite": invite }))
-        .send()
-        .await
-        .expect("redeem")
-        .json()
-        .await
-        .expect("json");
+    let redeemed = process::redeem(&client, &base, &invite).await;
     let key = redeemed["api_key"].as_str().expect("key").to_owned();
     add_users(&client, &base, &key, 0..8).await;
 

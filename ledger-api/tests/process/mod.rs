@@ -57,3 +57,32 @@ pub async fn start(storage: &[&str]) -> Server {
     }
     panic!("server on {listen} did not start");
 }
+
+/// `ledger-api tenant create SLUG` on `data` (a data dir); the admin's invite.
+pub fn create_tenant(data: &str, slug: &str) -> String {
+    let created = Command::new(BIN)
+        .args(["--data-dir", data, "tenant", "create", slug])
+        .args(["--name", slug, "--admin", "Admin"])
+        .env("LEDGER_MASTER_KEY", MASTER_KEY)
+        .output()
+        .expect("tenant create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&created.stdout).expect("json");
+    answer["invite"].as_str().expect("invite").to_owned()
+}
+
+/// Redeems an invite: the answer of `POST /v1/invites/redeem`.
+pub async fn redeem(client: &reqwest::Client, base: &str, invite: &str) -> serde_json::Value {
+    let response = client
+        .post(format!("{base}/v1/invites/redeem"))
+        .json(&serde_json::json!({ "invite": invite }))
+        .send()
+        .await
+        .expect("redeem");
+    assert_eq!(response.status(), 201);
+    response.json().await.expect("json")
+}
