@@ -164,10 +164,11 @@ async fn a_relay_killed_mid_stream_leaves_every_event_exactly_once() {
             .expect("open"),
     );
     let tenant_id: ledger_core::ids::TenantId = tenant.parse().expect("tenant");
-    assert!(store
+    // (The restarted relay may have been killed before it recorded its cursor.)
+    store
         .delete_record(&tenant_id, "cursor", "nats")
         .await
-        .expect("delete"));
+        .expect("delete");
     let republished = ledger_api::relay::relay_tenant(&store, &js, &tenant_id)
         .await
         .expect("relay");

@@ -43,6 +43,10 @@ pub use postgres::PostgresStore;
 pub use records::Record;
 pub use sqlite::SqliteStore;
 
+/// One tenant's batch for [`Store::append_many`]: the tenant, the head it was sealed
+/// on, and the events with their canonical bytes.
+pub type Batch = (TenantId, ChainHead, Vec<(Event, Vec<u8>)>);
+
 /// Most events in one appended batch (one transaction).
 pub const BATCH_EVENTS_MAX: usize = 10_000;
 /// Most rows one `load` or `checkpoints` call returns.
@@ -111,6 +115,24 @@ impl Store {
             match store {
                 Store::Sqlite(store) => store.append(&tenant, expected_head, &events).await,
                 Store::Postgres(store) => store.append(&tenant, expected_head, &events).await,
+            }
+        })
+        .await
+    }
+
+    /// Appends several tenants' batches in ONE transaction (one commit for all of them:
+    /// group commit across tenants), each as [`Store::append`] would, and each with its
+    /// own outcome: one batch's conflict or refusal does not affect the others. An
+    /// `Err` means the transaction itself failed and nothing was written.
+    pub async fn append_many(
+        &self,
+        batches: Vec<Batch>,
+    ) -> Result<Vec<Result<ChainHead, AppendError>>, StoreError> {
+        let store = self.clone();
+        detached(async move {
+            match store {
+                Store::Sqlite(store) => store.append_many(&batches).await,
+                Store::Postgres(store) => store.append_many(&batches).await,
             }
         })
         .await

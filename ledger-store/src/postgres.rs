@@ -122,6 +122,23 @@ impl PostgresStore {
             tx.rollback().await?;
             return Err(AppendError::Conflict { actual });
         }
+        let inserted = Self::insert_in(&mut tx, tenant, events).await;
+        if let Err(error) = inserted {
+            return Err(self.insert_failed(tenant, expected_head, tx, error).await);
+        }
+        tx.commit().await?;
+        match events.last() {
+            Some((event, _)) => Ok(event.head()),
+            None => Ok(expected_head),
+        }
+    }
+
+    /// Inserts `events` of `tenant` inside `tx`, as one statement over arrays.
+    async fn insert_in(
+        tx: &mut Transaction<'static, Postgres>,
+        tenant: &TenantId,
+        events: &[(Event, Vec<u8>)],
+    ) -> Result<(), sqlx::Error> {
         let count = events.len();
         let mut seqs = Vec::with_capacity(count);
         let mut ids = Vec::with_capacity(count);
@@ -141,7 +158,7 @@ impl PostgresStore {
             hashes.push(event.hash.as_bytes().as_slice());
             canonicals.push(bytes.as_slice());
         }
-        let inserted = sqlx::query(
+        sqlx::query(
             "INSERT INTO events (tenant_id, seq, id, at, actor, kind, prev, hash, canonical) \
              SELECT $1, seq, id::uuid, at::timestamptz, actor, kind, prev, hash, canonical \
              FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
@@ -157,16 +174,65 @@ impl PostgresStore {
         .bind(&prevs)
         .bind(&hashes)
         .bind(&canonicals)
-        .execute(&mut *tx)
-        .await;
-        if let Err(error) = inserted {
-            return Err(self.insert_failed(tenant, expected_head, tx, error).await);
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// See [`crate::Store::append_many`]: every batch in one transaction, tenants in a
+    /// fixed order (their advisory locks too, so two committers cannot deadlock), each
+    /// batch behind a savepoint so that one batch's conflict leaves the others standing.
+    pub(crate) async fn append_many(
+        &self,
+        batches: &[crate::Batch],
+    ) -> Result<Vec<Result<ChainHead, AppendError>>, StoreError> {
+        let mut order: Vec<usize> = (0..batches.len()).collect();
+        order.sort_by(|a, b| batches[*a].0.as_str().cmp(batches[*b].0.as_str()));
+        let mut results: Vec<Option<Result<ChainHead, AppendError>>> =
+            (0..batches.len()).map(|_| None).collect();
+        let mut tx = self.pool.begin().await?;
+        for index in order {
+            let (tenant, expected_head, events) = &batches[index];
+            if let Err(error) = rows::check_batch(tenant, *expected_head, events) {
+                results[index] = Some(Err(error));
+                continue;
+            }
+            sqlx::query(SCOPE_AND_LOCK)
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
+            let actual = Self::head_in(&mut tx, tenant).await?;
+            let outcome = if actual != *expected_head {
+                Err(AppendError::Conflict { actual })
+            } else {
+                match Self::insert_in(&mut tx, tenant, events).await {
+                    Ok(()) => Ok(events.last().map_or(*expected_head, |(e, _)| e.head())),
+                    Err(error)
+                        if error
+                            .as_database_error()
+                            .is_some_and(|e| e.is_unique_violation()) =>
+                    {
+                        Err(AppendError::DuplicateEventId)
+                    }
+                    Err(error) => Err(AppendError::from(error)),
+                }
+            };
+            if outcome.is_err() {
+                sqlx::query("ROLLBACK TO SAVEPOINT batch")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("RELEASE SAVEPOINT batch")
+                .execute(&mut *tx)
+                .await?;
+            results[index] = Some(outcome);
         }
         tx.commit().await?;
-        match events.last() {
-            Some((event, _)) => Ok(event.head()),
-            None => Ok(expected_head),
-        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(AppendError::Store(StoreError::Interrupted))))
+            .collect())
     }
 
     /// Maps an INSERT failure: a unique violation is a conflict when the head moved (a

@@ -91,21 +91,12 @@ impl SqliteStore {
         rows::head_from_row(tenant, row)
     }
 
-    /// See [`crate::Store::append`] (which runs it detached from the caller).
-    pub(crate) async fn append(
-        &self,
+    /// Inserts `events` of `tenant` inside `tx`, in multi-row statements.
+    async fn insert_in(
+        tx: &mut Transaction<'static, Sqlite>,
         tenant: &TenantId,
-        expected_head: ChainHead,
         events: &[(Event, Vec<u8>)],
-    ) -> Result<ChainHead, AppendError> {
-        rows::check_batch(tenant, expected_head, events)?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let actual = Self::head_in(&mut tx, tenant).await?;
-        if actual != expected_head {
-            // Release the lock now rather than when the connection is next used.
-            tx.rollback().await?;
-            return Err(AppendError::Conflict { actual });
-        }
+    ) -> Result<(), sqlx::Error> {
         for chunk in events.chunks(INSERT_ROWS_MAX) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (tenant_id, seq, id, at, actor, kind, prev, hash, canonical) ",
@@ -121,11 +112,75 @@ impl SqliteStore {
                     .push_bind(event.hash.as_bytes().as_slice())
                     .push_bind(bytes.as_slice());
             });
-            if let Err(error) = insert.build().execute(&mut *tx).await {
-                return Err(self
-                    .unique_violation(tenant, expected_head, tx, error)
-                    .await);
+            insert.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// See [`crate::Store::append_many`]: every batch in one transaction (one write
+    /// lock, one fsync), each behind a savepoint so that one batch's conflict or
+    /// failure leaves the others standing.
+    pub(crate) async fn append_many(
+        &self,
+        batches: &[crate::Batch],
+    ) -> Result<Vec<Result<ChainHead, AppendError>>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut results = Vec::with_capacity(batches.len());
+        for (tenant, expected_head, events) in batches {
+            if let Err(error) = rows::check_batch(tenant, *expected_head, events) {
+                results.push(Err(error));
+                continue;
             }
+            sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
+            let actual = Self::head_in(&mut tx, tenant).await?;
+            let outcome = if actual != *expected_head {
+                Err(AppendError::Conflict { actual })
+            } else {
+                match Self::insert_in(&mut tx, tenant, events).await {
+                    Ok(()) => Ok(events.last().map_or(*expected_head, |(e, _)| e.head())),
+                    Err(error)
+                        if error
+                            .as_database_error()
+                            .is_some_and(|e| e.is_unique_violation()) =>
+                    {
+                        Err(AppendError::DuplicateEventId)
+                    }
+                    Err(error) => Err(AppendError::from(error)),
+                }
+            };
+            if outcome.is_err() {
+                sqlx::query("ROLLBACK TO SAVEPOINT batch")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("RELEASE SAVEPOINT batch")
+                .execute(&mut *tx)
+                .await?;
+            results.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// See [`crate::Store::append`] (which runs it detached from the caller).
+    pub(crate) async fn append(
+        &self,
+        tenant: &TenantId,
+        expected_head: ChainHead,
+        events: &[(Event, Vec<u8>)],
+    ) -> Result<ChainHead, AppendError> {
+        rows::check_batch(tenant, expected_head, events)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let actual = Self::head_in(&mut tx, tenant).await?;
+        if actual != expected_head {
+            // Release the lock now rather than when the connection is next used.
+            tx.rollback().await?;
+            return Err(AppendError::Conflict { actual });
+        }
+        if let Err(error) = Self::insert_in(&mut tx, tenant, events).await {
+            return Err(self
+                .unique_violation(tenant, expected_head, tx, error)
+                .await);
         }
         tx.commit().await?;
         match events.last() {

@@ -154,3 +154,45 @@ fn service_pool(store: &Store) -> &sqlx::PgPool {
         Store::Sqlite(_) => unreachable!("PostgreSQL only"),
     }
 }
+
+/// Group commit across tenants: several tenants' batches in one transaction, each with
+/// its own outcome — a stale head for one tenant is its conflict alone.
+async fn append_many_commits_each_batch_or_reports_its_own_conflict(db: Arc<TestDb>) {
+    let store: &Store = &db.store;
+    let acme = standard_tenant("acme", 1, "10.00");
+    let globex = standard_tenant("globex", 2, "10.00");
+    let bytes = |l: &ledger_core::testkit::Ledger| -> Vec<_> {
+        l.events
+            .iter()
+            .map(|e| (e.clone(), e.canonical_bytes().expect("bytes")))
+            .collect()
+    };
+    let genesis = ledger_core::event::ChainHead::GENESIS;
+    // globex already has its chain: a second batch sealed on genesis is stale.
+    store
+        .append(&globex.tenant, genesis, &bytes(&globex))
+        .await
+        .expect("globex");
+    let results = store
+        .append_many(vec![
+            (acme.tenant.clone(), genesis, bytes(&acme)),
+            (globex.tenant.clone(), genesis, bytes(&globex)),
+        ])
+        .await
+        .expect("one transaction");
+    assert_eq!(results[0].as_ref().expect("acme committed"), &acme.head);
+    assert!(
+        matches!(&results[1], Err(ledger_store::AppendError::Conflict { actual }) if *actual == globex.head),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(store.head(&acme.tenant).await.expect("head"), acme.head);
+    assert_eq!(store.head(&globex.tenant).await.expect("head"), globex.head);
+    let loaded = store.load(&acme.tenant, 0, 1000).await.expect("load");
+    assert_eq!(loaded.len(), acme.events.len());
+}
+
+mod group {
+    use super::*;
+    on_both_backends!(append_many_commits_each_batch_or_reports_its_own_conflict);
+}
