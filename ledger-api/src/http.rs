@@ -139,15 +139,22 @@ async fn authenticate(
     if let Err(retry_after) = state.limits.check_key(key_id) {
         return Err(ApiError::RateLimited { retry_after });
     }
-    let tenant = state
-        .store
-        .credential_tenant(key_id)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
-    let (_, record) = state
-        .get::<ApiKeyRecord>(&tenant, kind::API_KEY, key_id)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let (tenant, record) = match state.api_keys.get(key_id) {
+        Some(found) => found,
+        None => {
+            let tenant = state
+                .store
+                .credential_tenant(key_id)
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            let (_, record) = state
+                .get::<ApiKeyRecord>(&tenant, kind::API_KEY, key_id)
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            state.api_keys.put(key_id, tenant.clone(), record.clone());
+            (tenant, record)
+        }
+    };
     let presented = util::sha256_hex(secret.as_bytes());
     if !util::constant_time_eq(presented.as_bytes(), record.secret_sha256.as_bytes()) {
         return Err(ApiError::Unauthorized);

@@ -3,6 +3,7 @@
 //! decides them with ledger-core and appends through ledger-store.
 
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod http;
 pub mod keys;

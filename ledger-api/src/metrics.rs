@@ -24,7 +24,7 @@ impl Metrics {
     }
 
     /// The Prometheus text.
-    pub fn render(&self, commits: u64) -> String {
+    pub fn render(&self, commits: u64, transactions: u64) -> String {
         let mut out = String::new();
         out.push_str("# HELP ledger_http_requests_total HTTP requests answered.\n");
         out.push_str("# TYPE ledger_http_requests_total counter\n");
@@ -45,9 +45,16 @@ impl Metrics {
             micros / 1_000_000,
             micros % 1_000_000
         ));
-        out.push_str("# HELP ledger_commits_total Group commits (transactions) of events.\n");
+        out.push_str("# HELP ledger_commits_total Group commits of one tenant's events.\n");
         out.push_str("# TYPE ledger_commits_total counter\n");
         out.push_str(&format!("ledger_commits_total {commits}\n"));
+        out.push_str(
+            "# HELP ledger_append_transactions_total Store transactions that committed events.\n",
+        );
+        out.push_str("# TYPE ledger_append_transactions_total counter\n");
+        out.push_str(&format!(
+            "ledger_append_transactions_total {transactions}\n"
+        ));
         out
     }
 }

@@ -506,7 +506,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(state.writers.commits()),
+        state
+            .metrics
+            .render(state.writers.commits(), state.writers.transactions()),
     )
         .into_response()
 }
@@ -981,11 +983,12 @@ async fn revoke_api_key(
     )
     .await?;
     record.revoked = true;
-    if !ctx
+    let updated = ctx
         .state
         .update(&ctx.caller.tenant, kind::API_KEY, &id, version, &record)
-        .await?
-    {
+        .await;
+    ctx.state.api_keys.evict(&id);
+    if !updated? {
         return Err(ApiError::Unavailable);
     }
     Ok(ok(json!({"id": id, "revoked": true})))

@@ -35,6 +35,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Counters for /metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// API-key records recently read.
+    pub api_keys: Arc<crate::credentials::ApiKeyCache>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -128,7 +128,13 @@ type CommitJob = (
 /// flushes itself), so there each tenant writer appends on its own connection: the
 /// measured alternative, one cross-tenant transaction, was slower there.
 #[derive(Clone)]
-pub enum Committer {
+pub struct Committer {
+    route: CommitRoute,
+    transactions: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone)]
+enum CommitRoute {
     /// Batches of all tenants in one transaction (SQLite).
     Grouped(mpsc::Sender<CommitJob>),
     /// Each tenant's batch in its own transaction (PostgreSQL).
@@ -144,10 +150,15 @@ impl std::fmt::Debug for Committer {
 impl Committer {
     /// Starts the committer of `store`.
     pub fn start(store: Store) -> Self {
+        let transactions = Arc::new(std::sync::atomic::AtomicU64::new(0));
         if matches!(store, Store::Postgres(_)) {
-            return Committer::Direct(store);
+            return Committer {
+                route: CommitRoute::Direct(store),
+                transactions,
+            };
         }
         let (sender, mut receiver) = mpsc::channel::<CommitJob>(QUEUE);
+        let counter = Arc::clone(&transactions);
         tokio::spawn(async move {
             while let Some(first) = receiver.recv().await {
                 let mut jobs = vec![first];
@@ -160,6 +171,7 @@ impl Committer {
                 let (batches, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
                 match store.append_many(batches).await {
                     Ok(results) => {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         for (reply, result) in replies.into_iter().zip(results) {
                             let _ = reply.send(result);
                         }
@@ -175,7 +187,15 @@ impl Committer {
                 }
             }
         });
-        Committer::Grouped(sender)
+        Committer {
+            route: CommitRoute::Grouped(sender),
+            transactions,
+        }
+    }
+
+    /// Store transactions that committed events (for /metrics).
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Appends one tenant's batch in the next group; answers after its commit.
@@ -185,9 +205,14 @@ impl Committer {
         head: ChainHead,
         events: Vec<(Event, Vec<u8>)>,
     ) -> Result<ChainHead, AppendError> {
-        let sender = match self {
-            Committer::Direct(store) => return store.append(&tenant, head, &events).await,
-            Committer::Grouped(sender) => sender,
+        let sender = match &self.route {
+            CommitRoute::Direct(store) => {
+                let head = store.append(&tenant, head, &events).await?;
+                self.transactions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(head);
+            }
+            CommitRoute::Grouped(sender) => sender,
         };
         let (reply, answer) = oneshot::channel();
         let interrupted = || AppendError::Store(ledger_store::StoreError::Interrupted);
@@ -246,9 +271,14 @@ impl Writers {
         self.head_sender(tenant).subscribe()
     }
 
-    /// Transactions committed so far (for /metrics).
+    /// Tenant batches committed so far (for /metrics).
     pub fn commits(&self) -> u64 {
         self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Store transactions that committed them (several tenants' batches may share one).
+    pub fn transactions(&self) -> u64 {
+        self.committer.transactions()
     }
 
     fn queue(&self, tenant: &TenantId) -> mpsc::Sender<Job> {

@@ -819,6 +819,30 @@ async fn keys_scopes_expiry_ips_and_hmac(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    // Revoked: refused at once, though it was used (and its record read) just now.
+    let narrow_id = narrow["id"].as_str().expect("id");
+    let (status, revoked) = stack
+        .call(
+            reqwest::Method::DELETE,
+            Some(&ann.key),
+            &format!("/v1/me/api-keys/{narrow_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    let (status, _) = stack
+        .call(
+            reqwest::Method::GET,
+            Some(&narrow_key),
+            &format!("/v1/accounts/{}", org.account),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked key still works"
+    );
 
     // A key that expires in two seconds: it works, then it does not.
     let soon = ledger_core::time::Timestamp::from_unix_micros(

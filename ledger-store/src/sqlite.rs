@@ -97,11 +97,21 @@ impl SqliteStore {
         tenant: &TenantId,
         events: &[(Event, Vec<u8>)],
     ) -> Result<(), sqlx::Error> {
-        for chunk in events.chunks(INSERT_ROWS_MAX) {
+        let pending: Vec<(&TenantId, &(Event, Vec<u8>))> =
+            events.iter().map(|row| (tenant, row)).collect();
+        Self::insert_rows(tx, &pending).await
+    }
+
+    /// Inserts rows of any tenants inside `tx`, in multi-row statements.
+    async fn insert_rows(
+        tx: &mut Transaction<'static, Sqlite>,
+        pending: &[(&TenantId, &(Event, Vec<u8>))],
+    ) -> Result<(), sqlx::Error> {
+        for chunk in pending.chunks(INSERT_ROWS_MAX) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (tenant_id, seq, id, at, actor, kind, prev, hash, canonical) ",
             );
-            insert.push_values(chunk, |mut row, (event, bytes)| {
+            insert.push_values(chunk, |mut row, (tenant, (event, bytes))| {
                 row.push_bind(tenant.as_str())
                     .push_bind(rows::seq_to_db(event.seq))
                     .push_bind(event.id.uuid().hyphenated().to_string())
@@ -117,49 +127,132 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The heads of `tenants` inside `tx`, in one statement (each tenant's last row by
+    /// the primary key, so the cost does not grow with the chains' lengths).
+    async fn heads_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        tenants: &[&TenantId],
+    ) -> Result<Vec<ChainHead>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new("WITH t(i, tenant) AS (");
+        query.push_values(tenants.iter().enumerate(), |mut row, (index, tenant)| {
+            row.push_bind(index as i64).push_bind(tenant.as_str());
+        });
+        query.push(
+            ") SELECT t.i, \
+             (SELECT seq FROM events e WHERE e.tenant_id = t.tenant ORDER BY seq DESC LIMIT 1), \
+             (SELECT hash FROM events e WHERE e.tenant_id = t.tenant ORDER BY seq DESC LIMIT 1) \
+             FROM t ORDER BY t.i",
+        );
+        let found: Vec<(i64, Option<i64>, Option<Vec<u8>>)> =
+            query.build_query_as().fetch_all(&mut **tx).await?;
+        if found.len() != tenants.len() {
+            return Err(StoreError::Corrupt {
+                tenant: String::new(),
+                seq: 0,
+                reason: "head lookup returned the wrong number of rows".into(),
+            });
+        }
+        tenants
+            .iter()
+            .zip(found)
+            .map(|(tenant, (_, seq, hash))| match (seq, hash) {
+                (Some(seq), Some(hash)) => rows::head_from_row(tenant, Some((seq, hash))),
+                (None, None) => Ok(ChainHead::GENESIS),
+                (Some(_), None) | (None, Some(_)) => rows::head_from_row(tenant, None),
+            })
+            .collect()
+    }
+
     /// See [`crate::Store::append_many`]: every batch in one transaction (one write
-    /// lock, one fsync), each behind a savepoint so that one batch's conflict or
-    /// failure leaves the others standing.
+    /// lock, one fsync). The heads of all the tenants are read in one statement and the
+    /// rows of every batch whose head still holds are inserted together; only if that
+    /// insert fails on a unique key (a replayed event id) is it redone batch by batch,
+    /// each behind a savepoint, so that one batch's refusal leaves the others standing.
     pub(crate) async fn append_many(
         &self,
         batches: &[crate::Batch],
     ) -> Result<Vec<Result<ChainHead, AppendError>>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut results = Vec::with_capacity(batches.len());
-        for (tenant, expected_head, events) in batches {
-            if let Err(error) = rows::check_batch(tenant, *expected_head, events) {
-                results.push(Err(error));
-                continue;
+        let mut results: Vec<Option<Result<ChainHead, AppendError>>> =
+            batches.iter().map(|_| None).collect();
+        let mut valid = Vec::with_capacity(batches.len());
+        for (index, (tenant, expected_head, events)) in batches.iter().enumerate() {
+            match rows::check_batch(tenant, *expected_head, events) {
+                Ok(()) => valid.push(index),
+                Err(error) => results[index] = Some(Err(error)),
             }
-            sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
-            let actual = Self::head_in(&mut tx, tenant).await?;
-            let outcome = if actual != *expected_head {
-                Err(AppendError::Conflict { actual })
-            } else {
-                match Self::insert_in(&mut tx, tenant, events).await {
-                    Ok(()) => Ok(events.last().map_or(*expected_head, |(e, _)| e.head())),
-                    Err(error)
-                        if error
-                            .as_database_error()
-                            .is_some_and(|e| e.is_unique_violation()) =>
-                    {
-                        Err(AppendError::DuplicateEventId)
-                    }
-                    Err(error) => Err(AppendError::from(error)),
-                }
-            };
-            if outcome.is_err() {
-                sqlx::query("ROLLBACK TO SAVEPOINT batch")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("RELEASE SAVEPOINT batch")
-                .execute(&mut *tx)
-                .await?;
-            results.push(outcome);
         }
-        tx.commit().await?;
-        Ok(results)
+        if !valid.is_empty() {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let tenants: Vec<&TenantId> = valid.iter().map(|i| &batches[*i].0).collect();
+            let heads = Self::heads_in(&mut tx, &tenants).await?;
+            let mut ready = Vec::with_capacity(valid.len());
+            for (index, actual) in valid.into_iter().zip(heads) {
+                if actual == batches[index].1 {
+                    ready.push(index);
+                } else {
+                    results[index] = Some(Err(AppendError::Conflict { actual }));
+                }
+            }
+            let pending: Vec<(&TenantId, &(Event, Vec<u8>))> = ready
+                .iter()
+                .flat_map(|i| {
+                    let (tenant, _, events) = &batches[*i];
+                    events.iter().map(move |row| (tenant, row))
+                })
+                .collect();
+            sqlx::query("SAVEPOINT batches").execute(&mut *tx).await?;
+            match Self::insert_rows(&mut tx, &pending).await {
+                Ok(()) => {
+                    sqlx::query("RELEASE SAVEPOINT batches")
+                        .execute(&mut *tx)
+                        .await?;
+                    for index in ready {
+                        let (_, expected_head, events) = &batches[index];
+                        let head = events.last().map_or(*expected_head, |(e, _)| e.head());
+                        results[index] = Some(Ok(head));
+                    }
+                }
+                Err(error) if is_unique_violation(&error) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT batches")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("RELEASE SAVEPOINT batches")
+                        .execute(&mut *tx)
+                        .await?;
+                    for index in ready {
+                        results[index] = Some(Self::insert_alone(&mut tx, &batches[index]).await?);
+                    }
+                }
+                Err(error) => return Err(StoreError::from(error)),
+            }
+            tx.commit().await?;
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(AppendError::Store(StoreError::Interrupted))))
+            .collect())
+    }
+
+    /// One batch behind its own savepoint (the slow path of [`Self::append_many`]).
+    async fn insert_alone(
+        tx: &mut Transaction<'static, Sqlite>,
+        (tenant, expected_head, events): &crate::Batch,
+    ) -> Result<Result<ChainHead, AppendError>, StoreError> {
+        sqlx::query("SAVEPOINT batch").execute(&mut **tx).await?;
+        let outcome = match Self::insert_in(tx, tenant, events).await {
+            Ok(()) => Ok(events.last().map_or(*expected_head, |(e, _)| e.head())),
+            Err(error) if is_unique_violation(&error) => Err(AppendError::DuplicateEventId),
+            Err(error) => Err(AppendError::from(error)),
+        };
+        if outcome.is_err() {
+            sqlx::query("ROLLBACK TO SAVEPOINT batch")
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT batch")
+            .execute(&mut **tx)
+            .await?;
+        Ok(outcome)
     }
 
     /// See [`crate::Store::append`] (which runs it detached from the caller).
@@ -319,4 +412,10 @@ impl SqliteStore {
             .map(|row| rows::checkpoint_from_row(tenant, row))
             .collect()
     }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
 }

@@ -173,10 +173,36 @@ async fn append_many_commits_each_batch_or_reports_its_own_conflict(db: Arc<Test
         .append(&globex.tenant, genesis, &bytes(&globex))
         .await
         .expect("globex");
+    // initech has its chain but the last event; its next batch reuses an event id of
+    // its own chain, which the database refuses (the slow, batch-by-batch path).
+    let initech = standard_tenant("initech", 3, "10.00");
+    let initech_rows = bytes(&initech);
+    let (last, rest) = initech_rows.split_last().expect("events");
+    let before_last = store
+        .append(&initech.tenant, genesis, rest)
+        .await
+        .expect("initech");
+    let (replayed, replayed_bytes) = ledger_core::event::Event::seal(
+        before_last,
+        initech.tenant.clone(),
+        rest[0].0.id,
+        last.0.at,
+        last.0.actor.clone(),
+        last.0.body.clone(),
+    )
+    .expect("seal");
+    // umbrella: a plain new chain, committed beside the refused batch.
+    let umbrella = standard_tenant("umbrella", 4, "10.00");
     let results = store
         .append_many(vec![
             (acme.tenant.clone(), genesis, bytes(&acme)),
             (globex.tenant.clone(), genesis, bytes(&globex)),
+            (
+                initech.tenant.clone(),
+                before_last,
+                vec![(replayed, replayed_bytes)],
+            ),
+            (umbrella.tenant.clone(), genesis, bytes(&umbrella)),
         ])
         .await
         .expect("one transaction");
@@ -186,10 +212,33 @@ async fn append_many_commits_each_batch_or_reports_its_own_conflict(db: Arc<Test
         "{:?}",
         results[1]
     );
+    assert!(
+        matches!(
+            &results[2],
+            Err(ledger_store::AppendError::DuplicateEventId)
+        ),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(
+        results[3].as_ref().expect("umbrella committed"),
+        &umbrella.head
+    );
     assert_eq!(store.head(&acme.tenant).await.expect("head"), acme.head);
     assert_eq!(store.head(&globex.tenant).await.expect("head"), globex.head);
-    let loaded = store.load(&acme.tenant, 0, 1000).await.expect("load");
-    assert_eq!(loaded.len(), acme.events.len());
+    assert_eq!(
+        store.head(&initech.tenant).await.expect("head"),
+        before_last
+    );
+    assert_eq!(
+        store.head(&umbrella.tenant).await.expect("head"),
+        umbrella.head
+    );
+    for ledger in [&acme, &umbrella] {
+        let loaded = store.load(&ledger.tenant, 0, 1000).await.expect("load");
+        let loaded: Vec<_> = loaded.into_iter().map(|(event, _)| event).collect();
+        assert_eq!(loaded, ledger.events);
+    }
 }
 
 mod group {
