@@ -149,6 +149,7 @@ impl Storage {
             ring: Arc::new(ring),
             limits: Arc::new(Limits::new(limits)),
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            webhooks: Arc::default(),
         })
     }
 }

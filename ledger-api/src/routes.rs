@@ -108,6 +108,28 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("post", "/v1/checkpoints", "Sign a checkpoint now"),
     ("get", "/v1/checkpoints/latest", "The latest checkpoint"),
+    // Webhooks (crate::webhooks).
+    (
+        "post",
+        "/v1/webhooks",
+        "Subscribe a webhook; the answer holds its secret, once",
+    ),
+    ("get", "/v1/webhooks", "List the webhook subscriptions"),
+    (
+        "get",
+        "/v1/webhooks/{id}",
+        "A webhook: status, cursor, failing event",
+    ),
+    (
+        "delete",
+        "/v1/webhooks/{id}",
+        "Delete a webhook subscription",
+    ),
+    (
+        "post",
+        "/v1/webhooks/{id}/redeliver",
+        "Leave the dead-letter state and retry",
+    ),
 ];
 
 /// The router.
@@ -140,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/export", get(export))
         .route("/v1/checkpoints", post(checkpoint_now))
         .route("/v1/checkpoints/latest", get(latest_checkpoint))
+        .merge(crate::webhooks::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             ApiError::Malformed("method not allowed on this path".into())
