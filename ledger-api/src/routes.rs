@@ -468,6 +468,13 @@ fn created(value: Value) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
 }
 
+/// An answer carrying a secret shown once: its idempotent replay copy is stored
+/// encrypted ([`crate::http::SecretAnswer`]).
+fn secret_answer(mut response: Response) -> Response {
+    response.extensions_mut().insert(crate::http::SecretAnswer);
+    response
+}
+
 fn ok(value: Value) -> Response {
     (StatusCode::OK, Json(value)).into_response()
 }
@@ -638,7 +645,9 @@ async fn create_user(
     )
     .await?;
     let invite = create_invite(&ctx.state, &ctx.caller.tenant, &user).await?;
-    Ok(created(json!({"user": user, "invite": invite})))
+    Ok(secret_answer(created(
+        json!({"user": user, "invite": invite}),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -964,7 +973,9 @@ async fn issue_api_key(
         body.hmac.unwrap_or(false),
     )
     .await?;
-    Ok(created(json!({"id": key_id, "api_key": api_key})))
+    Ok(secret_answer(created(
+        json!({"id": key_id, "api_key": api_key}),
+    )))
 }
 
 fn valid_ip_entry(entry: &str) -> bool {

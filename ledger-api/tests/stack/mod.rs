@@ -180,6 +180,11 @@ impl Stack {
 
     /// `tenant create`, then the admin's redemption: the admin's API key.
     pub async fn admin(&self, slug: &str) -> String {
+        self.redeem(&self.invite(slug)).await
+    }
+
+    /// `tenant create`: the admin's invite.
+    pub fn invite(&self, slug: &str) -> String {
         let output = self.cli(&["tenant", "create", slug, "--name", slug, "--admin", "Admin"]);
         assert!(
             output.status.success(),
@@ -187,12 +192,19 @@ impl Stack {
             String::from_utf8_lossy(&output.stderr)
         );
         let answer: Value = serde_json::from_slice(&output.stdout).expect("json");
-        self.redeem(answer["invite"].as_str().expect("invite"))
-            .await
+        answer["invite"].as_str().expect("invite").to_owned()
     }
 
     /// Redeems an invite: the API key.
     pub async fn redeem(&self, invite: &str) -> String {
+        self.redemption(invite).await["api_key"]
+            .as_str()
+            .expect("key")
+            .to_owned()
+    }
+
+    /// Redeems an invite: the whole answer (user, API key, TOTP secret).
+    pub async fn redemption(&self, invite: &str) -> Value {
         let (status, body, _) = self
             .call(
                 0,
@@ -204,7 +216,7 @@ impl Stack {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["api_key"].as_str().expect("key").to_owned()
+        body
     }
 
     /// A request to server `server`; the body parsed as JSON when it is.
