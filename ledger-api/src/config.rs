@@ -150,6 +150,7 @@ impl Storage {
             limits: Arc::new(Limits::new(limits)),
             metrics: Arc::new(crate::metrics::Metrics::default()),
             api_keys: Arc::new(crate::credentials::ApiKeyCache::default()),
+            webhooks: Arc::default(),
         })
     }
 }

@@ -54,6 +54,14 @@ pub struct Idempotency {
     pub recheck: bool,
 }
 
+/// Marks an answer that carries a secret shown once (a webhook's signing secret): the
+/// copy kept for an idempotent replay is stored encrypted, as every stored secret is.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretAnswer;
+
+/// The field (for the encryption's AAD) of an encrypted idempotent answer.
+const SEALED_ANSWER_FIELD: &str = "answer";
+
 /// The request id, for handlers that log.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
@@ -245,6 +253,7 @@ async fn start_idempotent(
         request_sha256: request_sha256.clone(),
         status: None,
         body: None,
+        body_sealed: None,
         started_at: util::now(),
     };
     for _attempt in 0..4 {
@@ -270,7 +279,16 @@ async fn start_idempotent(
         if existing.request_sha256 != request_sha256 {
             return Err(ApiError::IdempotencyConflict);
         }
-        if let (Some(status), Some(body)) = (existing.status, existing.body) {
+        let body = match existing.body_sealed {
+            Some(envelope) => {
+                let plain = state.open(&caller.tenant, &id, SEALED_ANSWER_FIELD, &envelope)?;
+                Some(String::from_utf8(plain).map_err(|_| {
+                    ApiError::Internal("stored idempotent answer is not UTF-8".into())
+                })?)
+            }
+            None => existing.body,
+        };
+        if let (Some(status), Some(body)) = (existing.status, body) {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             let mut response = (status, body).into_response();
             let content_type = if status.is_success() {
@@ -319,19 +337,24 @@ async fn finish_idempotent(
     let Ok(bytes) = axum::body::to_bytes(body, 4 * BODY_MAX).await else {
         return ApiError::Internal("response body".into()).into_response();
     };
-    let result = if status.is_server_error() {
-        // Not an answer: a retry must run the request again.
-        state
-            .store
-            .delete_record(&caller.tenant, kind::IDEMPOTENCY, id)
-            .await
-            .map(|_| ())
-            .map_err(ApiError::from)
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let answer = if parts.extensions.get::<SecretAnswer>().is_some() {
+        match state.seal(&caller.tenant, id, SEALED_ANSWER_FIELD, text.as_bytes()) {
+            Ok(envelope) => Some((None, Some(envelope))),
+            Err(error) => {
+                tracing::warn!(error = %error, "idempotent answer not kept: it cannot be sealed");
+                None
+            }
+        }
     } else {
+        Some((Some(text), None))
+    };
+    let result = if let (false, Some((body, body_sealed))) = (status.is_server_error(), answer) {
         let record = IdempotencyRecord {
             request_sha256: String::new(),
             status: Some(status.as_u16()),
-            body: Some(String::from_utf8_lossy(&bytes).into_owned()),
+            body,
+            body_sealed,
             started_at: util::now(),
         };
         match state
@@ -354,6 +377,14 @@ async fn finish_idempotent(
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         }
+    } else {
+        // Not an answer to keep: a retry must run the request again.
+        state
+            .store
+            .delete_record(&caller.tenant, kind::IDEMPOTENCY, id)
+            .await
+            .map(|_| ())
+            .map_err(ApiError::from)
     };
     if let Err(error) = result {
         tracing::warn!(error = %error, "idempotency record not updated");

@@ -15,4 +15,5 @@ pub mod state;
 pub mod stream;
 pub mod totp;
 pub mod util;
+pub mod webhooks;
 pub mod writer;

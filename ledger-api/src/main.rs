@@ -56,6 +56,8 @@ struct ServeArgs {
     /// Requests per minute per client IP on invite redemption and TOTP confirmation.
     #[arg(long, env = "LEDGER_RATE_SENSITIVE_PER_MINUTE", default_value_t = 20)]
     rate_sensitive_per_minute: u32,
+    #[command(flatten)]
+    webhooks: ledger_api::webhooks::WebhookArgs,
 }
 
 impl Default for ServeArgs {
@@ -66,6 +68,7 @@ impl Default for ServeArgs {
             rate_per_ip: 5000,
             rate_sensitive_per_minute: 20,
             nats_url: None,
+            webhooks: ledger_api::webhooks::WebhookArgs::default(),
         }
     }
 }
@@ -110,13 +113,15 @@ fn init_logs() {
 
 async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
     let address: SocketAddr = listen_address(&args.listen)?;
-    let state = storage
+    let webhooks = args.webhooks.validate()?;
+    let mut state = storage
         .app_state(LimitConfig {
             per_key: args.rate_per_key,
             per_ip: args.rate_per_ip,
             sensitive_per_minute: args.rate_sensitive_per_minute,
         })
         .await?;
+    state.webhooks = std::sync::Arc::new(webhooks);
     let app = routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
         state.clone(),
         http::prepare,
@@ -127,6 +132,7 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
         }
         tokio::spawn(ledger_api::relay::run(state.store.clone(), url));
     }
+    tokio::spawn(ledger_api::webhooks::delivery::run(state.clone()));
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("--listen / LEDGER_LISTEN: cannot bind {address}"))?;

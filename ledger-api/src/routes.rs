@@ -108,6 +108,28 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("post", "/v1/checkpoints", "Sign a checkpoint now"),
     ("get", "/v1/checkpoints/latest", "The latest checkpoint"),
+    // Webhooks (crate::webhooks).
+    (
+        "post",
+        "/v1/webhooks",
+        "Subscribe a webhook; the answer holds its secret, once",
+    ),
+    ("get", "/v1/webhooks", "List the webhook subscriptions"),
+    (
+        "get",
+        "/v1/webhooks/{id}",
+        "A webhook: status, cursor, failing event",
+    ),
+    (
+        "delete",
+        "/v1/webhooks/{id}",
+        "Delete a webhook subscription",
+    ),
+    (
+        "post",
+        "/v1/webhooks/{id}/redeliver",
+        "Leave the dead-letter state and retry",
+    ),
 ];
 
 /// The router.
@@ -140,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/export", get(export))
         .route("/v1/checkpoints", post(checkpoint_now))
         .route("/v1/checkpoints/latest", get(latest_checkpoint))
+        .merge(crate::webhooks::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             ApiError::Malformed("method not allowed on this path".into())
@@ -445,6 +468,13 @@ fn created(value: Value) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
 }
 
+/// An answer carrying a secret shown once: its idempotent replay copy is stored
+/// encrypted ([`crate::http::SecretAnswer`]).
+fn secret_answer(mut response: Response) -> Response {
+    response.extensions_mut().insert(crate::http::SecretAnswer);
+    response
+}
+
 fn ok(value: Value) -> Response {
     (StatusCode::OK, Json(value)).into_response()
 }
@@ -617,7 +647,9 @@ async fn create_user(
     )
     .await?;
     let invite = create_invite(&ctx.state, &ctx.caller.tenant, &user).await?;
-    Ok(created(json!({"user": user, "invite": invite})))
+    Ok(secret_answer(created(
+        json!({"user": user, "invite": invite}),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -943,7 +975,9 @@ async fn issue_api_key(
         body.hmac.unwrap_or(false),
     )
     .await?;
-    Ok(created(json!({"id": key_id, "api_key": api_key})))
+    Ok(secret_answer(created(
+        json!({"id": key_id, "api_key": api_key}),
+    )))
 }
 
 fn valid_ip_entry(entry: &str) -> bool {

@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// API-key records recently read.
     pub api_keys: Arc<crate::credentials::ApiKeyCache>,
+    /// Webhook settings: target rules (checked at subscription) and the worker's.
+    pub webhooks: Arc<crate::webhooks::WebhookConfig>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -119,6 +121,9 @@ pub struct IdempotencyRecord {
     pub status: Option<u16>,
     /// Body, once answered.
     pub body: Option<String>,
+    /// Body, once answered, encrypted: for answers that carry a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_sealed: Option<String>,
     /// When the request was first seen.
     pub started_at: Timestamp,
 }

@@ -68,6 +68,9 @@ pub enum Permission {
     /// Deposit funds.
     #[serde(rename = "funds.deposit")]
     FundsDeposit,
+    /// Subscribe webhooks to the tenant's events, list, delete and redeliver them.
+    #[serde(rename = "webhook.manage")]
+    WebhookManage,
 }
 
 impl Permission {
@@ -93,6 +96,7 @@ impl Permission {
             Permission::PayoutRelease => "payout.release",
             Permission::PayoutFail => "payout.fail",
             Permission::FundsDeposit => "funds.deposit",
+            Permission::WebhookManage => "webhook.manage",
         }
     }
 }
@@ -107,7 +111,7 @@ impl fmt::Display for Permission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Manages people, roles, accounts, payees and policy; moves no money.
+    /// Manages people, roles, accounts, payees, policy and webhooks; moves no money.
     Admin,
     /// Requests and cancels payouts.
     Requester,
@@ -151,6 +155,7 @@ impl Role {
                 PolicyManage,
                 LedgerRead,
                 AuditRead,
+                WebhookManage,
             ],
             Role::Requester => &[PayoutRequest, PayoutCancel, PayeeRead, LedgerRead],
             Role::Approver => &[PayoutApprove, PayoutReject, LedgerRead],
@@ -314,6 +319,7 @@ mod tests {
                 "policy.manage",
                 "ledger.read",
                 "audit.read",
+                "webhook.manage",
             ],
         );
         check(

@@ -463,7 +463,8 @@ fn fitting(permission: Permission) -> &'static [&'static str] {
         | Permission::RoleManage
         | Permission::ApiKeyManage
         | Permission::PayeeManage
-        | Permission::PolicyManage => &["usr_admin"],
+        | Permission::PolicyManage
+        | Permission::WebhookManage => &["usr_admin"],
         Permission::LedgerRead
         | Permission::AuditRead
         | Permission::AuditExport

@@ -30,6 +30,7 @@ mod records;
 mod rows;
 mod snapshots;
 pub mod sqlite;
+mod webhooks;
 
 use std::future::Future;
 
@@ -42,6 +43,7 @@ pub use export::ExportError;
 pub use postgres::PostgresStore;
 pub use records::Record;
 pub use sqlite::SqliteStore;
+pub use webhooks::RECORDS_PAGE_MAX;
 
 /// One tenant's batch for [`Store::append_many`]: the tenant, the head it was sealed
 /// on, and the events with their canonical bytes.

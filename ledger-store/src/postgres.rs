@@ -26,6 +26,7 @@ pub const SERVICE_ROLE_GRANTS: &[&str] = &[
     "GRANT USAGE ON SCHEMA public TO {role};",
     "GRANT SELECT, INSERT ON events, checkpoints TO {role};",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON records TO {role};",
+    "GRANT SELECT, INSERT, DELETE ON webhook_index TO {role};",
     "GRANT SELECT, INSERT ON credential_index TO {role};",
     "GRANT SELECT, INSERT, DELETE ON snapshots TO {role};",
 ];

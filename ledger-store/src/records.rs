@@ -21,7 +21,7 @@ pub struct Record {
 
 const SCOPE: &str = "SELECT set_config('ledger.tenant', $1, true)";
 
-async fn pg_scoped(
+pub(crate) async fn pg_scoped(
     store: &crate::PostgresStore,
     tenant: &TenantId,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
@@ -33,7 +33,7 @@ async fn pg_scoped(
     Ok(tx)
 }
 
-async fn sqlite_tx(
+pub(crate) async fn sqlite_tx(
     store: &crate::SqliteStore,
 ) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
     store.pool().begin().await
