@@ -1,7 +1,9 @@
 //! The production backend. Every transaction first sets `ledger.tenant` (row-level
-//! security keys on it); appends then take a per-tenant advisory lock, so writers of one
-//! tenant serialise across pools and processes, and the (tenant_id, seq) primary key
-//! stays the check of last resort.
+//! security keys on it). Appends are one call of the `ledger_append` function
+//! (migrations/postgres), which sets the tenant, takes a per-tenant advisory lock (so
+//! writers of one tenant serialise across pools and processes), checks the head and
+//! inserts, for one tenant's batch or several; the (tenant_id, seq) primary key stays
+//! the check of last resort.
 
 use std::str::FromStr;
 
@@ -29,16 +31,16 @@ pub const SERVICE_ROLE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT, DELETE ON webhook_index TO {role};",
     "GRANT SELECT, INSERT ON credential_index TO {role};",
     "GRANT SELECT, INSERT, DELETE ON snapshots TO {role};",
+    "GRANT EXECUTE ON FUNCTION ledger_append(text[], bigint[], bytea[], integer[], integer[], \
+     bigint[], text[], text[], text[], text[], bytea[], bytea[], bytea[]) TO {role};",
 ];
 
 /// Connections per pool unless the caller chooses.
 pub const POOL_CONNECTIONS_DEFAULT: u32 = 8;
 
-/// Sets the tenant for row-level security and takes the tenant's advisory lock, both
-/// scoped to the transaction. The lock key is a 64-bit hash of the tenant in a
-/// namespace of its own.
-const SCOPE_AND_LOCK: &str = "SELECT set_config('ledger.tenant', $1, true), \
-     pg_advisory_xact_lock(hashtextextended('payout-ledger/tenant:' || $1, 0))";
+/// One checked batch, borrowed: tenant, the head it was sealed on, its rows.
+type BatchRef<'a> = (&'a TenantId, ChainHead, &'a [(Event, Vec<u8>)]);
+
 const SCOPE: &str = "SELECT set_config('ledger.tenant', $1, true)";
 
 /// The PostgreSQL event log.
@@ -108,7 +110,8 @@ impl PostgresStore {
         rows::head_from_row(tenant, row)
     }
 
-    /// See [`crate::Store::append`] (which runs it detached from the caller).
+    /// See [`crate::Store::append`] (which runs it detached from the caller): one call of
+    /// `ledger_append` (migrations/postgres), which is its own transaction.
     pub(crate) async fn append(
         &self,
         tenant: &TenantId,
@@ -116,57 +119,118 @@ impl PostgresStore {
         events: &[(Event, Vec<u8>)],
     ) -> Result<ChainHead, AppendError> {
         rows::check_batch(tenant, expected_head, events)?;
-        let mut tx = self.begin_scoped(tenant, SCOPE_AND_LOCK).await?;
-        let actual = Self::head_in(&mut tx, tenant).await?;
-        if actual != expected_head {
-            // Release the lock now rather than when the connection is next used.
-            tx.rollback().await?;
-            return Err(AppendError::Conflict { actual });
-        }
-        let inserted = Self::insert_in(&mut tx, tenant, events).await;
-        if let Err(error) = inserted {
-            return Err(self.insert_failed(tenant, expected_head, tx, error).await);
-        }
-        tx.commit().await?;
-        match events.last() {
-            Some((event, _)) => Ok(event.head()),
-            None => Ok(expected_head),
+        match self.call_append(&[(tenant, expected_head, events)]).await {
+            Ok(mut outcomes) => outcomes
+                .pop()
+                .unwrap_or(Err(AppendError::Store(StoreError::Interrupted))),
+            Err(error) if is_unique_violation(&error) => {
+                // A writer that did not take the lock won a race: the primary key is the
+                // last resort.
+                match self.head(tenant).await {
+                    Ok(actual) if actual != expected_head => Err(AppendError::Conflict { actual }),
+                    Ok(_) => Err(AppendError::DuplicateEventId),
+                    Err(e) => Err(AppendError::Store(e)),
+                }
+            }
+            Err(error) => Err(AppendError::from(error)),
         }
     }
 
-    /// Inserts `events` of `tenant` inside `tx`, as one statement over arrays.
-    async fn insert_in(
-        tx: &mut Transaction<'static, Postgres>,
-        tenant: &TenantId,
-        events: &[(Event, Vec<u8>)],
-    ) -> Result<(), sqlx::Error> {
-        let count = events.len();
-        let mut seqs = Vec::with_capacity(count);
-        let mut ids = Vec::with_capacity(count);
-        let mut ats = Vec::with_capacity(count);
-        let mut actors = Vec::with_capacity(count);
-        let mut kinds = Vec::with_capacity(count);
-        let mut prevs = Vec::with_capacity(count);
-        let mut hashes = Vec::with_capacity(count);
-        let mut canonicals = Vec::with_capacity(count);
-        for (event, bytes) in events {
-            seqs.push(rows::seq_to_db(event.seq));
-            ids.push(event.id.uuid().hyphenated().to_string());
-            ats.push(event.at.to_string());
-            actors.push(event.actor.as_str());
-            kinds.push(event.body.kind());
-            prevs.push(event.prev.as_bytes().as_slice());
-            hashes.push(event.hash.as_bytes().as_slice());
-            canonicals.push(bytes.as_slice());
+    /// See [`crate::Store::append_many`]: every batch in ONE call of `ledger_append`, so
+    /// one round trip and one commit for all of them; the function takes the tenants'
+    /// advisory locks in tenant order (two committers cannot deadlock) and answers each
+    /// batch's outcome. If the call itself fails on a unique key (a writer that did not
+    /// take the lock), each batch is retried on its own.
+    pub(crate) async fn append_many(
+        &self,
+        batches: &[crate::Batch],
+    ) -> Result<Vec<Result<ChainHead, AppendError>>, StoreError> {
+        let mut results: Vec<Option<Result<ChainHead, AppendError>>> =
+            batches.iter().map(|_| None).collect();
+        let mut valid = Vec::with_capacity(batches.len());
+        for (index, (tenant, expected_head, events)) in batches.iter().enumerate() {
+            match rows::check_batch(tenant, *expected_head, events) {
+                Ok(()) => valid.push(index),
+                Err(error) => results[index] = Some(Err(error)),
+            }
         }
-        sqlx::query(
-            "INSERT INTO events (tenant_id, seq, id, at, actor, kind, prev, hash, canonical) \
-             SELECT $1, seq, id::uuid, at::timestamptz, actor, kind, prev, hash, canonical \
-             FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                         $7::bytea[], $8::bytea[], $9::bytea[]) \
-                  AS batch(seq, id, at, actor, kind, prev, hash, canonical)",
+        let checked: Vec<BatchRef<'_>> = valid
+            .iter()
+            .map(|i| {
+                let (tenant, head, events) = &batches[*i];
+                (tenant, *head, events.as_slice())
+            })
+            .collect();
+        if !checked.is_empty() {
+            match self.call_append(&checked).await {
+                Ok(outcomes) => {
+                    for (index, outcome) in valid.iter().zip(outcomes) {
+                        results[*index] = Some(outcome);
+                    }
+                }
+                Err(error) if is_unique_violation(&error) => {
+                    for (index, (tenant, head, events)) in valid.iter().zip(checked) {
+                        results[*index] = Some(self.append(tenant, head, events).await);
+                    }
+                }
+                Err(error) => return Err(StoreError::from(error)),
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(AppendError::Store(StoreError::Interrupted))))
+            .collect())
+    }
+
+    /// Calls `ledger_append` with checked batches; one outcome per batch, in order.
+    async fn call_append(
+        &self,
+        batches: &[BatchRef<'_>],
+    ) -> Result<Vec<Result<ChainHead, AppendError>>, sqlx::Error> {
+        let rows_total: usize = batches.iter().map(|(_, _, events)| events.len()).sum();
+        let mut tenants = Vec::with_capacity(batches.len());
+        let mut expected_seqs = Vec::with_capacity(batches.len());
+        let mut expected_hashes = Vec::with_capacity(batches.len());
+        let mut firsts = Vec::with_capacity(batches.len());
+        let mut counts = Vec::with_capacity(batches.len());
+        let mut seqs = Vec::with_capacity(rows_total);
+        let mut ids = Vec::with_capacity(rows_total);
+        let mut ats = Vec::with_capacity(rows_total);
+        let mut actors = Vec::with_capacity(rows_total);
+        let mut kinds = Vec::with_capacity(rows_total);
+        let mut prevs = Vec::with_capacity(rows_total);
+        let mut hashes = Vec::with_capacity(rows_total);
+        let mut canonicals = Vec::with_capacity(rows_total);
+        let too_many = || sqlx::Error::Protocol("too many rows for one append".into());
+        for (tenant, expected_head, events) in batches {
+            tenants.push(tenant.as_str());
+            expected_seqs.push(rows::seq_to_db(expected_head.seq));
+            expected_hashes.push(expected_head.hash.as_bytes().as_slice());
+            // PostgreSQL arrays count from 1.
+            firsts.push(i32::try_from(seqs.len() + 1).map_err(|_| too_many())?);
+            counts.push(i32::try_from(events.len()).map_err(|_| too_many())?);
+            for (event, bytes) in *events {
+                seqs.push(rows::seq_to_db(event.seq));
+                ids.push(event.id.uuid().hyphenated().to_string());
+                ats.push(event.at.to_string());
+                actors.push(event.actor.as_str());
+                kinds.push(event.body.kind());
+                prevs.push(event.prev.as_bytes().as_slice());
+                hashes.push(event.hash.as_bytes().as_slice());
+                canonicals.push(bytes.as_slice());
+            }
+        }
+        let found: Vec<(i32, String, i64, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT batch, outcome, head_seq, head_hash FROM ledger_append(\
+             $1::text[], $2::bigint[], $3::bytea[], $4::integer[], $5::integer[], \
+             $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], \
+             $11::bytea[], $12::bytea[], $13::bytea[])",
         )
-        .bind(tenant.as_str())
+        .bind(&tenants)
+        .bind(&expected_seqs)
+        .bind(&expected_hashes)
+        .bind(&firsts)
+        .bind(&counts)
         .bind(&seqs)
         .bind(&ids)
         .bind(&ats)
@@ -175,91 +239,42 @@ impl PostgresStore {
         .bind(&prevs)
         .bind(&hashes)
         .bind(&canonicals)
-        .execute(&mut **tx)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(())
-    }
-
-    /// See [`crate::Store::append_many`]: every batch in one transaction, tenants in a
-    /// fixed order (their advisory locks too, so two committers cannot deadlock), each
-    /// batch behind a savepoint so that one batch's conflict leaves the others standing.
-    pub(crate) async fn append_many(
-        &self,
-        batches: &[crate::Batch],
-    ) -> Result<Vec<Result<ChainHead, AppendError>>, StoreError> {
-        let mut order: Vec<usize> = (0..batches.len()).collect();
-        order.sort_by(|a, b| batches[*a].0.as_str().cmp(batches[*b].0.as_str()));
-        let mut results: Vec<Option<Result<ChainHead, AppendError>>> =
-            (0..batches.len()).map(|_| None).collect();
-        let mut tx = self.pool.begin().await?;
-        for index in order {
-            let (tenant, expected_head, events) = &batches[index];
-            if let Err(error) = rows::check_batch(tenant, *expected_head, events) {
-                results[index] = Some(Err(error));
-                continue;
-            }
-            sqlx::query(SCOPE_AND_LOCK)
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
-            let actual = Self::head_in(&mut tx, tenant).await?;
-            let outcome = if actual != *expected_head {
-                Err(AppendError::Conflict { actual })
-            } else {
-                match Self::insert_in(&mut tx, tenant, events).await {
-                    Ok(()) => Ok(events.last().map_or(*expected_head, |(e, _)| e.head())),
-                    Err(error)
-                        if error
-                            .as_database_error()
-                            .is_some_and(|e| e.is_unique_violation()) =>
-                    {
-                        Err(AppendError::DuplicateEventId)
-                    }
-                    Err(error) => Err(AppendError::from(error)),
-                }
+        let mut outcomes: Vec<Option<Result<ChainHead, AppendError>>> =
+            batches.iter().map(|_| None).collect();
+        for (batch, outcome, head_seq, head_hash) in found {
+            let index = usize::try_from(batch)
+                .ok()
+                .and_then(|b| b.checked_sub(1))
+                .filter(|i| *i < batches.len());
+            let Some(index) = index else {
+                return Err(sqlx::Error::Protocol(format!(
+                    "ledger_append answered batch {batch} of {}",
+                    batches.len()
+                )));
             };
-            if outcome.is_err() {
-                sqlx::query("ROLLBACK TO SAVEPOINT batch")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("RELEASE SAVEPOINT batch")
-                .execute(&mut *tx)
-                .await?;
-            results[index] = Some(outcome);
+            let (tenant, expected_head, events) = batches[index];
+            let found_head =
+                || rows::head_from_row(tenant, head_hash.clone().map(|h| (head_seq, h)));
+            outcomes[index] = Some(match outcome.as_str() {
+                "ok" => Ok(events.last().map_or(expected_head, |(e, _)| e.head())),
+                "conflict" => match found_head() {
+                    Ok(actual) => Err(AppendError::Conflict { actual }),
+                    Err(error) => Err(AppendError::Store(error)),
+                },
+                "duplicate_id" => Err(AppendError::DuplicateEventId),
+                other => {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "ledger_append answered {other:?}"
+                    )))
+                }
+            });
         }
-        tx.commit().await?;
-        Ok(results
+        Ok(outcomes
             .into_iter()
-            .map(|r| r.unwrap_or(Err(AppendError::Store(StoreError::Interrupted))))
+            .map(|o| o.unwrap_or(Err(AppendError::Store(StoreError::Interrupted))))
             .collect())
-    }
-
-    /// Maps an INSERT failure: a unique violation is a conflict when the head moved (a
-    /// writer that did not take the lock: the primary key is the last resort) or a
-    /// replayed event id.
-    async fn insert_failed(
-        &self,
-        tenant: &TenantId,
-        expected_head: ChainHead,
-        tx: Transaction<'static, Postgres>,
-        error: sqlx::Error,
-    ) -> AppendError {
-        let unique = error
-            .as_database_error()
-            .is_some_and(|e| e.is_unique_violation());
-        if let Err(rollback) = tx.rollback().await {
-            return AppendError::from(rollback);
-        }
-        if !unique {
-            return AppendError::from(error);
-        }
-        match self.head(tenant).await {
-            Ok(actual) if actual != expected_head => AppendError::Conflict { actual },
-            Ok(_) => AppendError::DuplicateEventId,
-            Err(e) => AppendError::Store(e),
-        }
     }
 
     /// See [`crate::Store::head`] (which runs it detached from the caller).
@@ -369,4 +384,10 @@ impl PostgresStore {
             .map(|row| rows::checkpoint_from_row(tenant, row))
             .collect()
     }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
 }
