@@ -241,6 +241,7 @@ pub struct Writers {
     commits: Arc<std::sync::atomic::AtomicU64>,
     heads: Arc<Mutex<HashMap<TenantId, watch::Sender<u64>>>>,
     committer: Committer,
+    idle_eviction: Duration,
 }
 
 impl std::fmt::Debug for Writers {
@@ -259,7 +260,23 @@ impl Writers {
             commits: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             heads: Arc::new(Mutex::new(HashMap::new())),
             committer: Committer::start(store.clone()),
+            idle_eviction: IDLE_EVICTION,
         }
+    }
+
+    /// The same writers, evicting a tenant's state after `idle` without a job.
+    pub fn with_idle_eviction(mut self, idle: Duration) -> Self {
+        self.idle_eviction = idle;
+        self
+    }
+
+    /// Tenants whose writer (and state) is in memory now.
+    pub fn resident(&self) -> usize {
+        let queues = match self.queues.lock() {
+            Ok(queues) => queues,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        queues.values().filter(|sender| !sender.is_closed()).count()
     }
 
     fn head_sender(&self, tenant: &TenantId) -> watch::Sender<u64> {
@@ -299,6 +316,7 @@ impl Writers {
                 return sender.clone();
             }
         }
+        queues.retain(|_, sender| !sender.is_closed());
         let (sender, receiver) = mpsc::channel(QUEUE);
         let task = TenantWriter {
             tenant: tenant.clone(),
@@ -307,6 +325,7 @@ impl Writers {
             commits: Arc::clone(&self.commits),
             head: self.head_sender(tenant),
             committer: self.committer.clone(),
+            idle_eviction: self.idle_eviction,
             loaded: None,
             last_checkpoint_seq: 0,
             last_checkpoint_at: Instant::now(),
@@ -317,13 +336,24 @@ impl Writers {
         sender
     }
 
+    /// Queues `job` to the tenant's writer, starting one if there is none (or if the
+    /// one found was just evicted: its queue is closed, and the job comes back).
+    async fn send_job(&self, tenant: &TenantId, job: Job) -> Result<(), ApiError> {
+        let mut job = job;
+        for _attempt in 0..2 {
+            match self.queue(tenant).send(job).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(returned)) => job = returned,
+            }
+        }
+        Err(ApiError::Unavailable)
+    }
+
     /// Decides and commits `submission` for `tenant`; answers after the commit.
     pub async fn submit(&self, tenant: &TenantId, submission: Submission) -> Outcome {
         let (reply, answer) = oneshot::channel();
-        self.queue(tenant)
-            .send(Job::Write(Box::new(submission), reply))
-            .await
-            .map_err(|_| ApiError::Unavailable)?;
+        self.send_job(tenant, Job::Write(Box::new(submission), reply))
+            .await?;
         answer.await.map_err(|_| ApiError::Unavailable)?
     }
 
@@ -337,23 +367,21 @@ impl Writers {
         let job = Job::Read(Box::new(move |state, head| {
             let _ = reply.send(read(state, head));
         }));
-        self.queue(tenant)
-            .send(job)
-            .await
-            .map_err(|_| ApiError::Unavailable)?;
+        self.send_job(tenant, job).await?;
         answer.await.map_err(|_| ApiError::Unavailable)
     }
 
     /// Signs and stores a checkpoint of the head now (`None` for an empty chain).
     pub async fn checkpoint(&self, tenant: &TenantId) -> Result<Option<Checkpoint>, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.queue(tenant)
-            .send(Job::Checkpoint(reply))
-            .await
-            .map_err(|_| ApiError::Unavailable)?;
+        self.send_job(tenant, Job::Checkpoint(reply)).await?;
         answer.await.map_err(|_| ApiError::Unavailable)?
     }
 }
+
+/// A tenant's writer and state leave memory after this long without a job (DESIGN
+/// section 6: loaded lazily, evicted when idle).
+pub const IDLE_EVICTION: Duration = Duration::from_secs(600);
 
 /// A snapshot is saved after this many events since the last one.
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 50_000;
@@ -448,6 +476,7 @@ struct TenantWriter {
     commits: Arc<std::sync::atomic::AtomicU64>,
     head: watch::Sender<u64>,
     committer: Committer,
+    idle_eviction: Duration,
     loaded: Option<(TenantState, ChainHead)>,
     last_checkpoint_seq: u64,
     last_checkpoint_at: Instant,
@@ -496,17 +525,33 @@ impl TenantWriter {
     }
 
     async fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
+        let mut last_job = Instant::now();
         loop {
-            let job = match tokio::time::timeout(CHECKPOINT_EVERY, receiver.recv()).await {
+            let wait = CHECKPOINT_EVERY.min(self.idle_eviction);
+            let job = match tokio::time::timeout(wait, receiver.recv()).await {
                 Ok(Some(job)) => job,
                 Ok(None) => return,
                 Err(_elapsed) => {
                     if self.checkpoint_due(true) {
                         let _ = self.write_checkpoint().await;
                     }
+                    if last_job.elapsed() >= self.idle_eviction && !receiver.is_closed() {
+                        let behind = self
+                            .loaded
+                            .as_ref()
+                            .is_some_and(|(_, head)| head.seq > self.last_checkpoint_seq);
+                        if behind {
+                            let _ = self.write_checkpoint().await;
+                        }
+                        // Evicted: no new job can arrive (a sender that finds the queue
+                        // closed starts a new writer); the jobs already queued are
+                        // still answered before the state is dropped.
+                        receiver.close();
+                    }
                     continue;
                 }
             };
+            last_job = Instant::now();
             let mut jobs = vec![job];
             while jobs.len() < GROUP_MAX {
                 match receiver.try_recv() {

@@ -274,3 +274,47 @@ async fn load_uses_an_agreeing_snapshot_and_ignores_one_that_disagrees() {
         "a disagreeing snapshot falls back to the whole chain"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tenant_is_evicted_and_reloaded_by_its_next_command() {
+    let (_dir, store, keys) = setup().await;
+    let writers =
+        Writers::new(store.clone(), keys).with_idle_eviction(std::time::Duration::from_millis(300));
+    let tenant: TenantId = id("acme");
+    create_tenant(&writers, &tenant).await;
+    writers
+        .submit(&tenant, submission("usr_admin", add_user(1)))
+        .await
+        .expect("add user");
+    let head = store.head(&tenant).await.expect("head");
+    assert_eq!(writers.resident(), 1);
+    let mut waited = 0;
+    while writers.resident() > 0 {
+        assert!(waited < 100, "the idle writer was never evicted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    // Evicted with its head checkpointed.
+    let checkpoints = store
+        .checkpoints(&tenant, 0, 100)
+        .await
+        .expect("checkpoints");
+    assert_eq!(checkpoints.last().map(|c| c.seq), Some(head.seq));
+    // The next command starts a writer that loads the chain: the user added before the
+    // eviction is known (adding it again is refused), and the chain goes on from the head.
+    let again = writers
+        .submit(&tenant, submission("usr_admin", add_user(1)))
+        .await;
+    assert!(again.is_err(), "the reloaded state forgot usr_1: {again:?}");
+    writers
+        .submit(&tenant, submission("usr_admin", add_user(2)))
+        .await
+        .expect("add another user");
+    assert_eq!(writers.resident(), 1);
+    let after = writers
+        .read(&tenant, |_, head| head.seq)
+        .await
+        .expect("read");
+    assert!(after > head.seq);
+    assert_eq!(store.head(&tenant).await.expect("head").seq, after);
+}

@@ -46,6 +46,64 @@ struct Args {
     /// Tenant slug prefix (unique per run).
     #[arg(long, default_value = "load")]
     prefix: String,
+    /// Tenants whose event stream (`GET /v1/events/stream`, SSE) is followed during the
+    /// load, to measure how long an event takes to reach a subscriber.
+    #[arg(long, default_value_t = 0)]
+    sse_tenants: usize,
+}
+
+/// Opens one tenant's SSE stream at its head: only events committed from now count.
+async fn subscribe(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+) -> anyhow::Result<reqwest::Response> {
+    let feed: Value = client
+        .get(format!("{base}/v1/events?limit=1"))
+        .bearer_auth(key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let head = feed["head"].as_u64().context("head")?;
+    let response = client
+        .get(format!("{base}/v1/events/stream?after={head}"))
+        .bearer_auth(key)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("stream: {}", response.status());
+    }
+    Ok(response)
+}
+
+/// Follows an SSE stream until `deadline`; for every event, the time from its `at`
+/// (when the writer decided it, just before its commit) to its arrival here, in µs.
+async fn follow(mut response: reqwest::Response, deadline: Instant) -> anyhow::Result<Vec<u64>> {
+    let mut latencies = Vec::new();
+    let mut buffer = String::new();
+    while Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = match tokio::time::timeout(left, response.chunk()).await {
+            Err(_elapsed) => break,
+            Ok(chunk) => chunk?,
+        };
+        let Some(chunk) = chunk else { break };
+        let arrived = ledger_api::util::now();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) else {
+                continue;
+            };
+            let event: Value = serde_json::from_str(data.trim())?;
+            let at = event["at"].as_str().context("at")?;
+            let at =
+                ledger_core::time::Timestamp::parse(at).map_err(|e| anyhow::anyhow!("at: {e}"))?;
+            latencies.push(u64::try_from(arrived.micros_since(at)).unwrap_or(0));
+        }
+    }
+    Ok(latencies)
 }
 
 struct Tenant {
@@ -212,6 +270,10 @@ async fn main() -> anyhow::Result<()> {
         tenants.len(),
         started.elapsed()
     );
+    let mut streams = Vec::new();
+    for tenant in tenants.iter().take(args.sse_tenants) {
+        streams.push(subscribe(&client, &args.base, &tenant.requester).await?);
+    }
     let tenants = Arc::new(tenants);
     let errors = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -244,12 +306,21 @@ async fn main() -> anyhow::Result<()> {
             latencies
         }));
     }
+    let mut followers = Vec::new();
+    for response in streams {
+        followers.push(tokio::spawn(follow(response, deadline)));
+    }
     let load_started = Instant::now();
     let mut latencies = Vec::new();
     for worker in workers {
         latencies.extend(worker.await?);
     }
     let elapsed = load_started.elapsed();
+    let mut sse = Vec::new();
+    for follower in followers {
+        sse.extend(follower.await??);
+    }
+    sse.sort_unstable();
     latencies.sort_unstable();
     let commands = latencies.len();
     let per_second = commands as u128 * 1_000_000 / elapsed.as_micros().max(1);
@@ -266,6 +337,10 @@ async fn main() -> anyhow::Result<()> {
             "p99_ms": percentile(&latencies, 0.99) / 1000,
             "p50_us": percentile(&latencies, 0.50),
             "p99_us": percentile(&latencies, 0.99),
+            "sse_tenants": args.sse_tenants,
+            "sse_events": sse.len(),
+            "sse_p50_us": percentile(&sse, 0.50),
+            "sse_p99_us": percentile(&sse, 0.99),
         })
     );
     Ok(())
