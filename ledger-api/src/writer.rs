@@ -242,6 +242,7 @@ pub struct Writers {
     heads: Arc<Mutex<HashMap<TenantId, watch::Sender<u64>>>>,
     committer: Committer,
     idle_eviction: Duration,
+    any_commit: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Writers {
@@ -261,7 +262,14 @@ impl Writers {
             heads: Arc::new(Mutex::new(HashMap::new())),
             committer: Committer::start(store.clone()),
             idle_eviction: IDLE_EVICTION,
+            any_commit: watch::channel(0).0,
         }
+    }
+
+    /// Changes on every commit of any tenant in this process (for workers that follow
+    /// every tenant: they still poll, for other processes' commits).
+    pub fn watch_all(&self) -> watch::Receiver<u64> {
+        self.any_commit.subscribe()
     }
 
     /// The same writers, evicting a tenant's state after `idle` without a job.
@@ -326,6 +334,7 @@ impl Writers {
             head: self.head_sender(tenant),
             committer: self.committer.clone(),
             idle_eviction: self.idle_eviction,
+            any_commit: self.any_commit.clone(),
             loaded: None,
             last_checkpoint_seq: 0,
             last_checkpoint_at: Instant::now(),
@@ -477,6 +486,7 @@ struct TenantWriter {
     head: watch::Sender<u64>,
     committer: Committer,
     idle_eviction: Duration,
+    any_commit: watch::Sender<u64>,
     loaded: Option<(TenantState, ChainHead)>,
     last_checkpoint_seq: u64,
     last_checkpoint_at: Instant,
@@ -754,6 +764,7 @@ impl TenantWriter {
                 Ok(_) => {
                     if let Some((last, _)) = sealed.last() {
                         self.head.send_replace(last.seq);
+                        self.any_commit.send_modify(|n| *n = n.wrapping_add(1));
                     }
                     if !sealed.is_empty() {
                         self.commits

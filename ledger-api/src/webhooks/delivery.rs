@@ -94,6 +94,9 @@ pub fn client(config: &WebhookConfig) -> Result<reqwest::Client, DeliveryError> 
         .map_err(|e| DeliveryError::Client(e.without_url().to_string()))
 }
 
+/// The shortest time between two rounds when commits keep waking the worker.
+const ROUND_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Runs the worker until the process ends.
 pub async fn run(state: AppState) {
     let config = (*state.webhooks).clone();
@@ -113,11 +116,17 @@ pub async fn run(state: AppState) {
         owner: util::random_id("wrk_", 16),
         busy: Mutex::new(HashSet::new()),
     });
+    // Woken by this process's commits; polling finds other processes' and the retries
+    // that fall due.
+    // At most one round per ROUND_INTERVAL_MIN under a stream of commits.
+    let mut commits = state.writers.watch_all();
     loop {
+        let started = tokio::time::Instant::now();
         if let Err(error) = round(&worker).await {
             tracing::warn!(error = %error, "webhook round failed; retrying");
         }
-        tokio::time::sleep(worker.config.poll).await;
+        let _ = tokio::time::timeout(worker.config.poll, commits.changed()).await;
+        tokio::time::sleep_until(started + ROUND_INTERVAL_MIN.min(worker.config.poll)).await;
     }
 }
 
