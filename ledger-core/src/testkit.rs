@@ -8,7 +8,7 @@ use crate::checkpoint::Checkpoint;
 use crate::command::{Command, Context, Enforcement, Rejection};
 use crate::crypto::{public_key_of, Algorithm, KeyPurpose, KeyRecord, KeySet};
 use crate::decide::{decide, decide_batch, rejection_event};
-use crate::event::{ChainHead, Event, EventBody};
+use crate::event::{ChainHead, Event, EventBody, ExtraData, REQUEST_ID_FIELD};
 use crate::ids::{EventId, PrincipalId, TenantId};
 use crate::proof::{batch_subject, DirectCheck, TwoFactorProof, UnsignedProof};
 use crate::state::TenantState;
@@ -52,6 +52,7 @@ pub struct Ledger {
     next_event: u128,
     next_step: u64,
     keep_events: bool,
+    extra: ExtraData,
 }
 
 impl Ledger {
@@ -91,6 +92,7 @@ impl Ledger {
             next_event: u128::from(seed) << 64,
             next_step: 59_000_000,
             keep_events: true,
+            extra: ExtraData::new(),
         }
     }
 
@@ -98,6 +100,20 @@ impl Ledger {
     pub fn forget_events(&mut self) {
         self.keep_events = false;
         self.events.clear();
+    }
+
+    /// Records `request_id` in the data of the events sealed from now on (as the service
+    /// does with the id of each request), or stops recording one.
+    pub fn set_request_id(&mut self, request_id: Option<&str>) {
+        match request_id {
+            Some(id) => {
+                self.extra
+                    .insert(REQUEST_ID_FIELD.to_owned(), serde_json::Value::from(id));
+            }
+            None => {
+                self.extra.remove(REQUEST_ID_FIELD);
+            }
+        }
     }
 
     /// Advances the clock.
@@ -134,13 +150,14 @@ impl Ledger {
     fn seal(&mut self, actor: &PrincipalId, body: EventBody) -> Event {
         self.next_event += 1;
         let event_id = EventId::from_uuid(uuid::Uuid::from_u128(self.next_event));
-        let (event, _bytes) = match Event::seal(
+        let (event, _bytes) = match Event::seal_with(
             self.head,
             self.tenant.clone(),
             event_id,
             self.clock,
             actor.clone(),
             body,
+            &self.extra,
         ) {
             Ok(sealed) => sealed,
             Err(e) => panic!("testkit: cannot seal: {e}"),
