@@ -26,6 +26,7 @@ pub mod crypto;
 mod error;
 mod export;
 pub mod postgres;
+mod projection;
 mod records;
 mod rows;
 mod snapshots;
@@ -40,6 +41,7 @@ use ledger_core::ids::TenantId;
 pub use error::{AppendError, CheckpointStoreError, StoreError};
 pub use export::ExportError;
 pub use postgres::PostgresStore;
+pub use projection::{AuditQuery, PayoutQuery, ProjectStep, ProjectedRows, Reflected};
 pub use records::Record;
 pub use sqlite::SqliteStore;
 

@@ -28,6 +28,8 @@ pub const SERVICE_ROLE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT, UPDATE, DELETE ON records TO {role};",
     "GRANT SELECT, INSERT ON credential_index TO {role};",
     "GRANT SELECT, INSERT, DELETE ON snapshots TO {role};",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON projection_cursors, projection_balances, \
+     projection_payouts, projection_audit TO {role};",
 ];
 
 /// Connections per pool unless the caller chooses.

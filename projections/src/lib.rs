@@ -265,6 +265,25 @@ pub enum Outcome {
     Denied,
 }
 
+impl Outcome {
+    /// `accepted` or `denied`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Denied => "denied",
+        }
+    }
+
+    /// Reads [`Outcome::as_str`] back.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "accepted" => Some(Outcome::Accepted),
+            "denied" => Some(Outcome::Denied),
+            _ => None,
+        }
+    }
+}
+
 /// One decided command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRow {
