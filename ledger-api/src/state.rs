@@ -35,6 +35,10 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Counters for /metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Keeps the read models current; reads wait on it.
+    pub projector: crate::projector::Projector,
+    /// How long a read waits for the read model to reflect the seq it needs.
+    pub read_wait: std::time::Duration,
 }
 
 impl std::fmt::Debug for AppState {

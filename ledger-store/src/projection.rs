@@ -936,6 +936,20 @@ mod on_sqlite {
         limit: u32,
     ) -> Result<ProjectStep, StoreError> {
         check_limit(limit)?;
+        // Look before taking the write lock: an idle projector's poll must not queue
+        // behind (or hold up) the writers.
+        let mut look = store.pool().begin().await?;
+        let seq = cursor_in(&mut look, tenant).await?.map_or(0, |c| c.0);
+        let next: Option<(i64,)> =
+            sqlx::query_as("SELECT seq FROM events WHERE tenant_id = $1 AND seq > $2 LIMIT 1")
+                .bind(tenant.as_str())
+                .bind(seq_to_db(seq))
+                .fetch_optional(&mut *look)
+                .await?;
+        look.commit().await?;
+        if next.is_none() {
+            return Ok(ProjectStep::CaughtUp { seq });
+        }
         let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
         let cursor = cursor_in(&mut tx, tenant).await?;
         let (seq, policy) = cursor.clone().unwrap_or_default();
