@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use ledger_core::ids::TenantId;
 use ledger_store::{ProjectStep, Reflected, Store, StoreError};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::error::ApiError;
 use crate::writer::Writers;
@@ -38,6 +38,10 @@ pub const TENANTS_POLL: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(1);
 /// The longest a waiting read sleeps between two looks at the store.
 const READ_POLL: Duration = Duration::from_millis(50);
+/// Projector steps running at once in this process, whatever the number of tenants: a
+/// burst of commits across many tenants must not take every pooled connection from the
+/// readers and writers (and on SQLite the steps serialise on the write lock anyway).
+pub const STEPS_CONCURRENT_MAX: usize = 2;
 
 /// One tenant's projector, as the readers see it.
 #[derive(Clone)]
@@ -53,6 +57,7 @@ struct Inner {
     writers: Writers,
     started: AtomicBool,
     tenants: Mutex<HashMap<TenantId, Handle>>,
+    steps: Arc<Semaphore>,
 }
 
 /// The projector of this process.
@@ -76,6 +81,7 @@ impl Projector {
                 writers,
                 started: AtomicBool::new(false),
                 tenants: Mutex::new(HashMap::new()),
+                steps: Arc::new(Semaphore::new(STEPS_CONCURRENT_MAX)),
             }),
         }
     }
@@ -123,6 +129,7 @@ impl Projector {
         };
         tokio::spawn(run_tenant(
             self.inner.store.clone(),
+            Arc::clone(&self.inner.steps),
             tenant.clone(),
             self.inner.writers.watch(tenant),
             Arc::clone(&handle.nudge),
@@ -188,13 +195,20 @@ async fn commit(commits: &mut watch::Receiver<u64>) {
 
 async fn run_tenant(
     store: Store,
+    steps: Arc<Semaphore>,
     tenant: TenantId,
     mut commits: watch::Receiver<u64>,
     nudge: Arc<Notify>,
     projected: watch::Sender<u64>,
 ) {
     loop {
-        match store.project_next(&tenant, PAGE_EVENTS).await {
+        let step = {
+            let Ok(_permit) = steps.acquire().await else {
+                return; // the projector is gone
+            };
+            store.project_next(&tenant, PAGE_EVENTS).await
+        };
+        match step {
             Ok(ProjectStep::Advanced { to, .. }) => {
                 projected.send_replace(to);
                 continue;

@@ -762,8 +762,11 @@ mod on_sqlite {
                     list.push_bind(payout.as_str());
                 }
                 select.push(")");
+            } else {
+                // Only the whole dump is ordered: with a key list, an ORDER BY makes
+                // SQLite walk the requested_seq index over every payout of the tenant.
+                select.push(" ORDER BY requested_seq");
             }
-            select.push(" ORDER BY requested_seq");
             let rows: Vec<PayoutColumns> = select.build_query_as().fetch_all(&mut **tx).await?;
             for row in rows {
                 out.push(row.into_row(tenant)?);
@@ -1021,6 +1024,10 @@ mod on_postgres {
 
     const SCOPE: &str = "SELECT set_config('ledger.tenant', $1, true)";
 
+    // The SELECTs below are planned at every execution (`persistent(false)`): a plan
+    // cached while a table was small (a fresh database, statistics not yet gathered)
+    // would keep scanning the whole table after it has grown to millions of rows.
+
     /// `column` as RFC 3339 text with six digits and Z.
     macro_rules! time_text {
         ($column:literal) => {
@@ -1162,6 +1169,7 @@ mod on_postgres {
                     "SELECT {BALANCE_COLUMNS} FROM projection_balances \
                      WHERE tenant_id = $1 ORDER BY account"
                 ))
+                .persistent(false)
                 .bind(tenant.as_str())
                 .fetch_all(&mut **tx)
                 .await?
@@ -1172,6 +1180,7 @@ mod on_postgres {
                     "SELECT {BALANCE_COLUMNS} FROM projection_balances \
                      WHERE tenant_id = $1 AND account = ANY($2::text[]) ORDER BY account"
                 ))
+                .persistent(false)
                 .bind(tenant.as_str())
                 .bind(&accounts)
                 .fetch_all(&mut **tx)
@@ -1192,6 +1201,7 @@ mod on_postgres {
                     "SELECT {PAYOUT_COLUMNS} FROM projection_payouts \
                      WHERE tenant_id = $1 ORDER BY requested_seq"
                 ))
+                .persistent(false)
                 .bind(tenant.as_str())
                 .fetch_all(&mut **tx)
                 .await?
@@ -1200,8 +1210,9 @@ mod on_postgres {
                 let payouts: Vec<&str> = payouts.iter().map(PayoutId::as_str).collect();
                 sqlx::query_as(&format!(
                     "SELECT {PAYOUT_COLUMNS} FROM projection_payouts \
-                     WHERE tenant_id = $1 AND payout = ANY($2::text[]) ORDER BY requested_seq"
+                     WHERE tenant_id = $1 AND payout = ANY($2::text[])"
                 ))
+                .persistent(false)
                 .bind(tenant.as_str())
                 .bind(&payouts)
                 .fetch_all(&mut **tx)
@@ -1231,7 +1242,11 @@ mod on_postgres {
             .push_bind(seq_to_db(query.after))
             .push(" ORDER BY requested_seq LIMIT ")
             .push_bind(i64::from(query.limit));
-        let rows: Vec<PayoutColumns> = select.build_query_as().fetch_all(&mut **tx).await?;
+        let rows: Vec<PayoutColumns> = select
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&mut **tx)
+            .await?;
         rows.into_iter().map(|row| row.into_row(tenant)).collect()
     }
 
@@ -1270,7 +1285,11 @@ mod on_postgres {
             .push_bind(seq_to_db(query.after))
             .push(" ORDER BY seq LIMIT ")
             .push_bind(i64::from(query.limit));
-        let rows: Vec<AuditColumns> = select.build_query_as().fetch_all(&mut **tx).await?;
+        let rows: Vec<AuditColumns> = select
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&mut **tx)
+            .await?;
         rows.into_iter().map(|row| row.into_row(tenant)).collect()
     }
 
