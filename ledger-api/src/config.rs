@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ledger_store::crypto::{KeyRing, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV};
 use ledger_store::Store;
@@ -142,8 +143,10 @@ impl Storage {
             keys::load(&keys_dir).map_err(|e| invalid("--keys-dir / LEDGER_KEYS_DIR", e))?,
         );
         let store = self.open().await?;
+        let writers = Writers::new(store.clone(), Arc::clone(&keys));
         Ok(AppState {
-            writers: Writers::new(store.clone(), Arc::clone(&keys)),
+            projector: crate::projector::Projector::new(store.clone(), writers.clone()),
+            writers,
             store,
             keys,
             ring: Arc::new(ring),
@@ -151,8 +154,26 @@ impl Storage {
             metrics: Arc::new(crate::metrics::Metrics::default()),
             api_keys: Arc::new(crate::credentials::ApiKeyCache::default()),
             webhooks: Arc::default(),
+            read_wait: READ_WAIT_DEFAULT,
         })
     }
+}
+
+/// How long a read waits by default for the read model to reflect the seq it needs.
+pub const READ_WAIT_DEFAULT: Duration = Duration::from_secs(5);
+/// The longest wait `--read-wait-ms` may set.
+pub const READ_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Checks `--read-wait-ms`.
+pub fn read_wait(milliseconds: u64) -> Result<Duration, ConfigError> {
+    let wait = Duration::from_millis(milliseconds);
+    if wait > READ_WAIT_MAX {
+        return Err(invalid(
+            "--read-wait-ms / LEDGER_READ_WAIT_MS",
+            format!("at most {} ms", READ_WAIT_MAX.as_millis()),
+        ));
+    }
+    Ok(wait)
 }
 
 /// Parses `--listen`.

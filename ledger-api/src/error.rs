@@ -49,6 +49,13 @@ pub enum ApiError {
     /// 503: the store is unavailable (retry).
     #[error("store unavailable")]
     Unavailable,
+    /// 503 with Retry-After: the read model did not reflect the seq the read needs
+    /// within the wait (`min_seq`, or this process's own last commit).
+    #[error("the read model has not caught up yet (it reflects seq {reflected})")]
+    ProjectionBehind {
+        /// The seq it reflects.
+        reflected: u64,
+    },
     /// 500: a fault of ours, logged with its cause, shown without it.
     #[error("internal error")]
     Internal(String),
@@ -83,6 +90,9 @@ impl ApiError {
                 (status, rejection.code())
             }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::ProjectionBehind { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "projection_behind")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -104,7 +114,8 @@ impl ApiError {
             | ApiError::RateLimited { .. }
             | ApiError::Locked { .. }
             | ApiError::Rejected(_)
-            | ApiError::Unavailable => self.to_string(),
+            | ApiError::Unavailable
+            | ApiError::ProjectionBehind { .. } => self.to_string(),
         }
     }
 }
@@ -151,7 +162,7 @@ impl IntoResponse for ApiError {
                 Some(*retry_after)
             }
             ApiError::Rejected(Rejection::TwoFactor(TwoFactorFailure::Locked)) => Some(900),
-            ApiError::Unavailable => Some(1),
+            ApiError::Unavailable | ApiError::ProjectionBehind { .. } => Some(1),
             ApiError::Malformed(_)
             | ApiError::Unauthorized
             | ApiError::NotFound

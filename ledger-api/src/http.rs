@@ -42,6 +42,8 @@ pub struct Caller {
     pub key_id: String,
     /// The key's scopes.
     pub scopes: Option<Vec<Permission>>,
+    /// This request's id (written into the events it causes).
+    pub request_id: RequestId,
 }
 
 /// The idempotency of a POST: event ids derive from `seed`; `recheck` when a retry took
@@ -62,9 +64,55 @@ pub struct SecretAnswer;
 /// The field (for the encryption's AAD) of an encrypted idempotent answer.
 const SEALED_ANSWER_FIELD: &str = "answer";
 
-/// The request id, for handlers that log.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+/// The id of a request: the client's `X-Request-Id` when it is acceptable, else a fresh
+/// UUID. It is logged, echoed in the response, and written into the data of every event
+/// the request causes (so the audit view, rebuilt from the chain alone, shows it): hence
+/// short and of a safe charset, `[A-Za-z0-9_-]{1,64}`, so that it can neither forge a log
+/// line or a header nor bloat the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// The longest accepted id.
+    pub const LENGTH_MAX: usize = 64;
+
+    /// An acceptable id, or `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let acceptable = !text.is_empty()
+            && text.len() <= Self::LENGTH_MAX
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        acceptable.then(|| Self(text.to_owned()))
+    }
+
+    /// The client's id if acceptable, else a fresh random UUID.
+    pub fn from_header_or_new(header: Option<&str>) -> Self {
+        header
+            .and_then(Self::parse)
+            .unwrap_or_else(|| Self(uuid::Uuid::from_bytes(util::random_bytes::<16>()).to_string()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+tokio::task_local! {
+    /// The seq of the last event the current request committed (set by the handler's
+    /// submissions, read by [`prepare`] for the `Ledger-Seq` header).
+    static COMMITTED_SEQ: std::cell::Cell<Option<u64>>;
+}
+
+/// Records that the current request committed events up to `seq` (answered in the
+/// `Ledger-Seq` header, for a client to pass as `min_seq` to a read elsewhere).
+pub fn note_committed(seq: u64) {
+    let _ = COMMITTED_SEQ.try_with(|cell| cell.set(Some(cell.get().map_or(seq, |s| s.max(seq)))));
+}
+
+/// The header naming the seq a request's writes committed up to.
+pub const SEQ_HEADER: &str = "ledger-seq";
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -136,6 +184,7 @@ async fn authenticate(
     path_and_query: &str,
     body: &[u8],
     ip: IpAddr,
+    request_id: &RequestId,
 ) -> Result<Caller, ApiError> {
     let token = header(headers, "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -210,6 +259,7 @@ async fn authenticate(
         principal: record.principal,
         key_id: key_id.to_owned(),
         scopes: record.scopes,
+        request_id: request_id.clone(),
     })
 }
 
@@ -400,15 +450,7 @@ pub async fn prepare(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let request_id = header(request.headers(), "x-request-id")
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::from_bytes(util::random_bytes::<16>()).to_string());
+    let request_id = RequestId::from_header_or_new(header(request.headers(), "x-request-id"));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let action = request
@@ -416,10 +458,21 @@ pub async fn prepare(
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let (response, caller) = handle(&state, peer.ip(), request, next, &request_id).await;
+    let committed = std::cell::Cell::new(None);
+    let (response, caller, committed) = COMMITTED_SEQ
+        .scope(committed, async {
+            let (response, caller) = handle(&state, peer.ip(), request, next, &request_id).await;
+            (response, caller, COMMITTED_SEQ.with(std::cell::Cell::get))
+        })
+        .await;
     let mut response = response;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
         response.headers_mut().insert("x-request-id", value);
+    }
+    if let Some(seq) = committed {
+        response
+            .headers_mut()
+            .insert(SEQ_HEADER, HeaderValue::from(seq));
     }
     let status = response.status().as_u16();
     let code = response
@@ -429,7 +482,7 @@ pub async fn prepare(
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     state.metrics.observe(status, code, micros);
     tracing::info!(
-        request_id = %request_id,
+        request_id = %request_id.as_str(),
         tenant = caller.as_ref().map(|c| c.tenant.as_str()).unwrap_or("-"),
         actor = caller.as_ref().map(|c| c.principal.as_str()).unwrap_or("-"),
         method = %method,
@@ -448,7 +501,7 @@ async fn handle(
     ip: IpAddr,
     request: Request,
     next: Next,
-    request_id: &str,
+    request_id: &RequestId,
 ) -> (Response, Option<Caller>) {
     let path = request.uri().path().to_owned();
     if let Err(retry_after) = state.limits.check_ip(ip, is_sensitive(&path)) {
@@ -465,7 +518,7 @@ async fn handle(
         Ok(bytes) if bytes.len() <= BODY_MAX => bytes,
         Ok(_) | Err(_) => return (ApiError::TooLarge.into_response(), None),
     };
-    parts.extensions.insert(RequestId(request_id.to_owned()));
+    parts.extensions.insert(request_id.clone());
     if is_public(&path) {
         let request = Request::from_parts(parts, Body::from(bytes));
         return (next.run(request).await, None);
@@ -481,6 +534,7 @@ async fn handle(
         &path_and_query,
         &bytes,
         ip,
+        request_id,
     )
     .await
     {
@@ -526,5 +580,34 @@ mod tests {
         assert!(!ip_allowed(ip, "not an ip"));
         let v6: IpAddr = "::1".parse().expect("ip");
         assert!(ip_allowed(v6, "::1/128"));
+    }
+
+    #[test]
+    fn request_ids_are_validated_or_replaced() {
+        for good in ["a", "req-1_X", &"x".repeat(64)] {
+            assert_eq!(RequestId::from_header_or_new(Some(good)).as_str(), good);
+        }
+        for bad in [
+            "",
+            "has space",
+            "new\nline",
+            "quote\"",
+            "é",
+            "a/b",
+            "{\"json\":1}",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(RequestId::parse(bad), None, "{bad:?}");
+            let replaced = RequestId::from_header_or_new(Some(bad));
+            assert_ne!(replaced.as_str(), bad);
+            assert!(
+                RequestId::parse(replaced.as_str()).is_some(),
+                "a fresh id is acceptable"
+            );
+        }
+        assert_ne!(
+            RequestId::from_header_or_new(None),
+            RequestId::from_header_or_new(None)
+        );
     }
 }

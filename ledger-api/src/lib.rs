@@ -9,6 +9,8 @@ pub mod http;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod projector;
+pub mod reads;
 pub mod relay;
 pub mod routes;
 pub mod state;

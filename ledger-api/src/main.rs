@@ -37,6 +37,20 @@ enum Cmd {
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// The read models (balances, payouts view, audit view).
+    #[command(subcommand)]
+    Projections(ProjectionsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCmd {
+    /// Rebuild from seq 1, each tenant in one transaction (readers see the old rows or
+    /// the new); prints {"tenant","seq"} per tenant.
+    Rebuild {
+        /// Only this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -58,6 +72,10 @@ struct ServeArgs {
     rate_sensitive_per_minute: u32,
     #[command(flatten)]
     webhooks: ledger_api::webhooks::WebhookArgs,
+    /// How long a read waits for the read model to reflect the seq it needs before it
+    /// answers 503 (at most 60 000).
+    #[arg(long, env = "LEDGER_READ_WAIT_MS", default_value_t = 5000)]
+    read_wait_ms: u64,
 }
 
 impl Default for ServeArgs {
@@ -69,6 +87,7 @@ impl Default for ServeArgs {
             rate_sensitive_per_minute: 20,
             nats_url: None,
             webhooks: ledger_api::webhooks::WebhookArgs::default(),
+            read_wait_ms: 5000,
         }
     }
 }
@@ -114,6 +133,7 @@ fn init_logs() {
 async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
     let address: SocketAddr = listen_address(&args.listen)?;
     let webhooks = args.webhooks.validate()?;
+    let read_wait = ledger_api::config::read_wait(args.read_wait_ms)?;
     let mut state = storage
         .app_state(LimitConfig {
             per_key: args.rate_per_key,
@@ -122,6 +142,8 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     state.webhooks = std::sync::Arc::new(webhooks);
+    state.read_wait = read_wait;
+    state.projector.start();
     let app = routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
         state.clone(),
         http::prepare,
@@ -146,6 +168,27 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
     })
     .await?;
     state.store.close().await;
+    Ok(())
+}
+
+async fn rebuild_projections(storage: &Storage, tenant: Option<&str>) -> anyhow::Result<()> {
+    let store = storage.open().await?;
+    let tenants: Vec<TenantId> = match tenant {
+        Some(slug) => vec![slug
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--tenant {slug:?}: {e}"))?],
+        None => store.indexed_tenants().await.context("list tenants")?,
+    };
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for tenant in tenants {
+        let seq = store
+            .rebuild_projection(&tenant)
+            .await
+            .with_context(|| format!("rebuild the projections of {tenant}"))?;
+        writeln!(out, "{}", serde_json::json!({"tenant": tenant, "seq": seq}))?;
+    }
+    store.close().await;
     Ok(())
 }
 
@@ -175,6 +218,7 @@ async fn create_tenant(
         denied: None,
         id_seed: None,
         recheck: false,
+        request_id: None,
         view: Box::new(|_, _| serde_json::Value::Null),
     };
     state
@@ -227,6 +271,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Tenant(TenantCmd::Create { slug, name, admin }) => {
             create_tenant(&cli.storage, &slug, &name, &admin).await
+        }
+        Cmd::Projections(ProjectionsCmd::Rebuild { tenant }) => {
+            rebuild_projections(&cli.storage, tenant.as_deref()).await
         }
         Cmd::Keys(KeysCmd::Generate) => {
             keys::ensure_keys(&cli.storage.keys_dir(), util::now())?;

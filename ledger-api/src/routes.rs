@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -26,15 +26,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::http::{Caller, Idempotency};
+use crate::http::{Caller, Idempotency, RequestId};
 use crate::state::{kind, ApiKeyRecord, AppState, InviteRecord, TotpRecord};
 use crate::util;
 use crate::writer::{Submission, View};
 
 /// Invites expire after this long.
 const INVITE_SECONDS: i64 = 24 * 3600;
-/// Most payouts per page.
-const PAGE_MAX: usize = 500;
 
 /// Every route: method, path, summary. The router registers exactly these, and
 /// `/openapi.json` is generated from them (a test holds the two together).
@@ -72,13 +70,25 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "Revoke one of your API keys",
     ),
     ("post", "/v1/accounts", "Open an account"),
-    ("get", "/v1/accounts/{id}", "An account's balances"),
+    (
+        "get",
+        "/v1/accounts/{id}",
+        "An account's balances (read model; reflects_seq, min_seq)",
+    ),
     ("post", "/v1/accounts/{id}/deposits", "Deposit funds"),
     ("post", "/v1/payees", "Add a payee"),
     ("get", "/v1/payees/{id}", "A payee (IBAN masked)"),
     ("post", "/v1/payouts", "Request a payout"),
-    ("get", "/v1/payouts", "List payouts"),
-    ("get", "/v1/payouts/{id}", "A payout"),
+    (
+        "get",
+        "/v1/payouts",
+        "List payouts by status and account (read model; cursor pages)",
+    ),
+    (
+        "get",
+        "/v1/payouts/{id}",
+        "A payout with who acted at each gate (read model)",
+    ),
     (
         "post",
         "/v1/payouts/{id}",
@@ -100,6 +110,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "get",
         "/v1/events/stream",
         "Server-Sent Events, resumable with Last-Event-ID",
+    ),
+    (
+        "get",
+        "/v1/audit",
+        "The audit view: every decided command, accepted or denied, with its request id",
     ),
     (
         "get",
@@ -132,6 +147,28 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The query parameters of the routes that take any: method, path, names. All are
+/// optional; any other parameter is refused with 422. `/openapi.json` lists them, and a
+/// black-box test sends each to its route.
+pub const QUERY_PARAMETERS: &[(&str, &str, &[&str])] = &[
+    ("get", "/v1/accounts/{id}", &["min_seq"]),
+    (
+        "get",
+        "/v1/payouts",
+        &["status", "account", "after", "limit", "min_seq"],
+    ),
+    ("get", "/v1/payouts/{id}", &["min_seq"]),
+    (
+        "get",
+        "/v1/audit",
+        &[
+            "actor", "action", "result", "from", "to", "after", "limit", "min_seq",
+        ],
+    ),
+    ("get", "/v1/events", &["after", "limit"]),
+    ("get", "/v1/events/stream", &["after"]),
+];
+
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -148,17 +185,24 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/me/api-keys", post(issue_api_key))
         .route("/v1/me/api-keys/{id}", delete(revoke_api_key))
         .route("/v1/accounts", post(open_account))
-        .route("/v1/accounts/{id}", get(get_account))
+        .route("/v1/accounts/{id}", get(crate::reads::get_account))
         .route("/v1/accounts/{id}/deposits", post(deposit))
         .route("/v1/payees", post(add_payee))
         .route("/v1/payees/{id}", get(get_payee))
-        .route("/v1/payouts", post(request_payout).get(list_payouts))
-        .route("/v1/payouts/{id}", get(get_payout).post(batch_action))
+        .route(
+            "/v1/payouts",
+            post(request_payout).get(crate::reads::list_payouts),
+        )
+        .route(
+            "/v1/payouts/{id}",
+            get(crate::reads::get_payout).post(batch_action),
+        )
         .route("/v1/payouts/{id}/{action}", post(payout_action))
         .route("/v1/policy/approvals", put(update_policy))
         .route("/v1/ledger/keys", get(ledger_keys))
         .route("/v1/events", get(crate::stream::feed))
         .route("/v1/events/stream", get(crate::stream::stream))
+        .route("/v1/audit", get(crate::reads::audit))
         .route("/v1/audit/export", get(export))
         .route("/v1/checkpoints", post(checkpoint_now))
         .route("/v1/checkpoints/latest", get(latest_checkpoint))
@@ -276,7 +320,7 @@ pub(crate) async fn caller_may(
         .await
 }
 
-fn allowed(state: &TenantState, caller: &Caller, permission: Permission) -> bool {
+pub(crate) fn allowed(state: &TenantState, caller: &Caller, permission: Permission) -> bool {
     let by_roles = state
         .roles_of(&caller.principal)
         .is_some_and(|roles| roles_allow(roles, permission));
@@ -315,14 +359,20 @@ impl Ctx {
             denied,
             id_seed: self.idempotency.map(|i| i.seed),
             recheck: self.idempotency.is_some_and(|i| i.recheck),
+            request_id: Some(self.caller.request_id.as_str().to_owned()),
             view,
         };
-        match self
+        let outcome = self
             .state
             .writers
             .submit(&self.caller.tenant, submission)
-            .await
-        {
+            .await;
+        if let Ok((events, _)) = &outcome {
+            if let Some(last) = events.last() {
+                crate::http::note_committed(last.seq);
+            }
+        }
+        match outcome {
             Ok((_, answer)) => Ok(answer),
             Err(ApiError::Rejected(Rejection::TwoFactor(TwoFactorFailure::Locked))) => {
                 let retry_after = self
@@ -548,11 +598,19 @@ pub fn openapi_document() -> Value {
     let mut paths = serde_json::Map::new();
     for (method, path, summary) in ROUTES {
         let entry = paths.entry((*path).to_owned()).or_insert_with(|| json!({}));
-        let parameters: Vec<Value> = path
+        let mut parameters: Vec<Value> = path
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        for (_, _, names) in QUERY_PARAMETERS
+            .iter()
+            .filter(|(m, p, _)| m == method && p == path)
+        {
+            parameters.extend(names.iter().map(|name| {
+                json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})
+            }));
+        }
         let public = matches!(
             *path,
             "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/v1/invites/redeem"
@@ -696,6 +754,7 @@ async fn issue_key(
 
 async fn redeem(
     State(state): State<AppState>,
+    request_id: Option<Extension<RequestId>>,
     Body(body): Body<RedeemBody>,
 ) -> Result<Response, ApiError> {
     let (invite_id, secret) = body.invite.split_once('.').ok_or(ApiError::Unauthorized)?;
@@ -740,9 +799,13 @@ async fn redeem(
         denied: None,
         id_seed: None,
         recheck: false,
+        request_id: request_id.map(|Extension(id)| id.as_str().to_owned()),
         view: Box::new(|_, _| Value::Null),
     };
-    state.writers.submit(&tenant, submission).await?;
+    let (events, _) = state.writers.submit(&tenant, submission).await?;
+    if let Some(last) = events.last() {
+        crate::http::note_committed(last.seq);
+    }
     let api_key = issue_key(&state, &tenant, &user, &key_id, None, None, None, false).await?;
     let secret = util::random_bytes::<{ crate::totp::SECRET_BYTES }>();
     let record = TotpRecord {
@@ -1063,35 +1126,6 @@ async fn open_account(
         )
         .await?;
     Ok(created(answer))
-}
-
-/// Answers one object's view, read under `ledger.read`; 404 when it does not exist.
-async fn get_view<I>(
-    state: AppState,
-    caller: Caller,
-    id: &str,
-    view: fn(&TenantState, &I) -> Value,
-) -> Result<Response, ApiError>
-where
-    I: std::str::FromStr + Send + 'static,
-{
-    let ctx = Ctx::new(state, caller, None);
-    let id: I = path_id(id)?;
-    let view = ctx
-        .read_as(Permission::LedgerRead, move |state| Ok(view(state, &id)))
-        .await?;
-    if view.is_null() {
-        return Err(ApiError::NotFound);
-    }
-    Ok(ok(view))
-}
-
-async fn get_account(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    get_view::<AccountId>(state, caller, &id, account_view).await
 }
 
 #[derive(Deserialize)]
@@ -1467,62 +1501,6 @@ async fn batch_action(
     Ok(ok(answer))
 }
 
-async fn get_payout(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    get_view::<PayoutId>(state, caller, &id, payout_view).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    status: Option<String>,
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn list_payouts(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|_| ApiError::Validation("query parameters".into()))?;
-    let ctx = Ctx::new(state, caller, None);
-    let limit = query.limit.unwrap_or(100).clamp(1, PAGE_MAX);
-    let page = ctx
-        .read_as(Permission::LedgerRead, move |state| {
-            let mut ids: Vec<&PayoutId> = state
-                .payouts
-                .iter()
-                .filter(|(_, p)| {
-                    query
-                        .status
-                        .as_deref()
-                        .is_none_or(|s| p.status().name() == s)
-                })
-                .map(|(id, _)| id)
-                .filter(|id| {
-                    query
-                        .after
-                        .as_deref()
-                        .is_none_or(|after| id.as_str() > after)
-                })
-                .collect();
-            ids.sort();
-            let next = (ids.len() > limit).then(|| ids[limit - 1].to_string());
-            let items: Vec<Value> = ids
-                .iter()
-                .take(limit)
-                .map(|id| payout_view(state, id))
-                .collect();
-            Ok(json!({"payouts": items, "next": next}))
-        })
-        .await?;
-    Ok(ok(page))
-}
-
 // ---------------------------------------------------------------------------------------
 // Audit: keys, export, checkpoints
 // ---------------------------------------------------------------------------------------
@@ -1709,6 +1687,20 @@ mod tests {
         let doc = openapi_document();
         for (method, path, _) in ROUTES {
             assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+        }
+        for (method, path, names) in QUERY_PARAMETERS {
+            assert!(
+                ROUTES.iter().any(|(m, p, _)| m == method && p == path),
+                "{path}"
+            );
+            let listed: Vec<&str> = doc["paths"][path][method]["parameters"]
+                .as_array()
+                .expect("parameters")
+                .iter()
+                .filter(|p| p["in"] == "query")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            assert_eq!(&listed, names, "{method} {path}");
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct AppState {
     pub api_keys: Arc<crate::credentials::ApiKeyCache>,
     /// Webhook settings: target rules (checked at subscription) and the worker's.
     pub webhooks: Arc<crate::webhooks::WebhookConfig>,
+    /// Keeps the read models current; reads wait on it.
+    pub projector: crate::projector::Projector,
+    /// How long a read waits for the read model to reflect the seq it needs.
+    pub read_wait: std::time::Duration,
 }
 
 impl std::fmt::Debug for AppState {

@@ -18,7 +18,7 @@ use ed25519_dalek::SigningKey;
 use ledger_core::checkpoint::Checkpoint;
 use ledger_core::command::{Command, Context, Enforcement, Rejection};
 use ledger_core::decide::{decide, decide_batch, rejection_event};
-use ledger_core::event::{ChainHead, Event, EventBody};
+use ledger_core::event::{ChainHead, Event, EventBody, ExtraData, REQUEST_ID_FIELD};
 use ledger_core::ids::{EventId, KeyId, PrincipalId, TenantId};
 use ledger_core::policy::Permission;
 use ledger_core::proof::DirectCheck;
@@ -64,6 +64,10 @@ pub struct Submission {
     /// died: if the chain already holds its first event, nothing is decided again and
     /// the answer is built from the state.
     pub recheck: bool,
+    /// The id of the request, written into the data of each of its events (the
+    /// [`REQUEST_ID_FIELD`] extra field) so that the audit view shows it; already
+    /// validated by the shell (`http::RequestId`).
+    pub request_id: Option<String>,
     /// Builds the answer.
     pub view: View,
 }
@@ -705,15 +709,23 @@ impl TenantWriter {
                 }
             };
             let from = sealed.len();
+            let mut extra = ExtraData::new();
+            if let Some(request_id) = &submission.request_id {
+                extra.insert(
+                    REQUEST_ID_FIELD.to_owned(),
+                    serde_json::Value::from(request_id.as_str()),
+                );
+            }
             for (index, body) in bodies.into_iter().enumerate() {
                 let id = event_id(submission.id_seed.as_ref(), index);
-                match Event::seal(
+                match Event::seal_with(
                     *head,
                     self.tenant.clone(),
                     id,
                     at,
                     submission.actor.clone(),
                     body,
+                    &extra,
                 ) {
                     Ok((event, bytes)) => {
                         state.apply_mut(&event);

@@ -12,8 +12,8 @@ use stack::{Backend, Stack};
 
 async fn post_twice(stack: &Stack, key: &str, path: &str, body: Value, idem: &str) -> Value {
     let (status, first, _) = stack
-        .call(
-            0,
+        .call_on(
+            &stack.base,
             Method::POST,
             Some(key),
             path,
@@ -23,7 +23,14 @@ async fn post_twice(stack: &Stack, key: &str, path: &str, body: Value, idem: &st
         .await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
     let (status, again, headers) = stack
-        .call(0, Method::POST, Some(key), path, Some(body), Some(idem))
+        .call_on(
+            &stack.base,
+            Method::POST,
+            Some(key),
+            path,
+            Some(body),
+            Some(idem),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{again}");
     assert_eq!(again, first, "the replay is the first answer");
@@ -39,8 +46,8 @@ fn secret_part(token: &str) -> String {
 }
 
 async fn replayed_secrets_are_not_stored_in_the_clear(backend: Backend) {
-    let stack = Stack::new(backend, &[]).await;
-    let admin = stack.redemption(&stack.invite("acme")).await;
+    let stack = Stack::with_serve_args(backend, &[]).await;
+    let admin = stack.redemption(&stack.tenant("acme")).await;
     let key = admin["api_key"].as_str().expect("key").to_owned();
     let totp = totp_rs::Secret::Encoded(admin["totp_secret"].as_str().expect("totp").to_owned())
         .to_bytes()
@@ -52,7 +59,7 @@ async fn replayed_secrets_are_not_stored_in_the_clear(backend: Backend) {
         / 30;
     let code = |step| ledger_api::totp::code_at_step(&totp, step).expect("code");
     let (status, body) = stack
-        .post(&key, "/v1/me/totp/confirm", json!({ "code": code(step) }))
+        .post_key(&key, "/v1/me/totp/confirm", json!({ "code": code(step) }))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
@@ -77,8 +84,8 @@ async fn replayed_secrets_are_not_stored_in_the_clear(backend: Backend) {
         );
     }
     // Both still work: the invite redeems, the key reads.
-    stack.redeem(&invite).await;
-    let (status, _) = stack.get(&api_key, "/v1/events?after=0&limit=1").await;
+    stack.redeem_key(&invite).await;
+    let (status, _) = stack.get_key(&api_key, "/v1/events?after=0&limit=1").await;
     assert_eq!(status, StatusCode::OK);
 }
 

@@ -186,7 +186,7 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 async fn status_becomes(stack: &Stack, key: &str, id: &str, status: &str) -> Value {
     let started = Instant::now();
     loop {
-        let (code, view) = stack.get(key, &format!("/v1/webhooks/{id}")).await;
+        let (code, view) = stack.get_key(key, &format!("/v1/webhooks/{id}")).await;
         assert_eq!(code, StatusCode::OK, "{view}");
         if view["status"] == status {
             return view;
@@ -394,14 +394,16 @@ fn python_verifies(deliveries: &[(&str, &Hit)]) {
 
 async fn subscribe(stack: &Stack, key: &str, url: &str, events: Value) -> Value {
     let (status, body) = stack
-        .post(key, "/v1/webhooks", json!({"url": url, "events": events}))
+        .post_key(key, "/v1/webhooks", json!({"url": url, "events": events}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body
 }
 
 async fn add_user(stack: &Stack, key: &str, name: &str) -> Value {
-    let (status, body) = stack.post(key, "/v1/users", json!({ "name": name })).await;
+    let (status, body) = stack
+        .post_key(key, "/v1/users", json!({ "name": name }))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body
 }
@@ -409,7 +411,7 @@ async fn add_user(stack: &Stack, key: &str, name: &str) -> Value {
 /// The events after `after`, from the feed.
 async fn events_after(stack: &Stack, key: &str, after: u64) -> Vec<Value> {
     let (status, feed) = stack
-        .get(key, &format!("/v1/events?after={after}&limit=1000"))
+        .get_key(key, &format!("/v1/events?after={after}&limit=1000"))
         .await;
     assert_eq!(status, StatusCode::OK, "{feed}");
     feed["events"].as_array().expect("events").clone()
@@ -432,13 +434,13 @@ async fn deliveries_retried_in_order_and_signed(backend: Backend) {
     check_the_reference_vector();
     let flaky = Receiver::start(Plan::FailFirst(3)).await;
     let steady = Receiver::start(Plan::Ok).await;
-    let stack = Stack::new(backend, FAST).await;
+    let stack = Stack::with_serve_args(backend, FAST).await;
     let admin = stack.admin("acme").await;
 
     let request = json!({"url": format!("{}/users", flaky.url), "events": ["user.added"], "description": "users"});
     let (status, users_hook, _) = stack
-        .call(
-            0,
+        .call_on(
+            &stack.base,
             Method::POST,
             Some(&admin),
             "/v1/webhooks",
@@ -455,8 +457,8 @@ async fn deliveries_retried_in_order_and_signed(backend: Backend) {
     let users_id = users_hook["id"].as_str().expect("id").to_owned();
     // The same key and body replay the first answer; another body is refused.
     let (status, replay, headers) = stack
-        .call(
-            0,
+        .call_on(
+            &stack.base,
             Method::POST,
             Some(&admin),
             "/v1/webhooks",
@@ -471,8 +473,8 @@ async fn deliveries_retried_in_order_and_signed(backend: Backend) {
         Some(&b"true"[..])
     );
     let (status, conflict, _) = stack
-        .call(
-            0,
+        .call_on(
+            &stack.base,
             Method::POST,
             Some(&admin),
             "/v1/webhooks",
@@ -495,7 +497,7 @@ async fn deliveries_retried_in_order_and_signed(backend: Backend) {
         add_user(&stack, &admin, &format!("user {n}")).await;
         if n % 2 == 0 {
             let (status, body) = stack
-                .post(
+                .post_key(
                     &admin,
                     "/v1/accounts",
                     json!({"currency": "EUR", "name": "Ops"}),
@@ -595,14 +597,16 @@ async fn deliveries_retried_in_order_and_signed(backend: Backend) {
 
     // The state: caught up, nothing failing; the secret never shown again.
     let head = all_seqs.last().copied().expect("events");
-    let (status, view) = stack.get(&admin, &format!("/v1/webhooks/{users_id}")).await;
+    let (status, view) = stack
+        .get_key(&admin, &format!("/v1/webhooks/{users_id}"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(view["status"], "active");
     assert_eq!(view["cursor"].as_u64(), Some(head));
     assert_eq!(view["delivered"].as_u64(), Some(4));
     assert_eq!(view["failing"], Value::Null);
     assert!(view.get("secret").is_none());
-    let (status, list) = stack.get(&admin, "/v1/webhooks").await;
+    let (status, list) = stack.get_key(&admin, "/v1/webhooks").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["webhooks"].as_array().map(Vec::len), Some(2));
     let list_text = list.to_string();
@@ -642,7 +646,7 @@ async fn dead_letter_then_redelivery(backend: Backend) {
     let redirecting = Receiver::start(Plan::Redirect(format!("{}/moved", moved_to.url))).await;
     let mut args = FAST.to_vec();
     args.extend(["--webhook-attempts-max", "3"]);
-    let stack = Stack::new(backend, &args).await;
+    let stack = Stack::with_serve_args(backend, &args).await;
     let admin = stack.admin("acme").await;
     let dead = subscribe(&stack, &admin, &format!("{}/in", down.url), json!(["*"])).await;
     let dead_id = dead["id"].as_str().expect("id").to_owned();
@@ -650,7 +654,7 @@ async fn dead_letter_then_redelivery(backend: Backend) {
     let redirect = subscribe(&stack, &admin, &redirecting.url, json!(["user.added"])).await;
     let redirect_id = redirect["id"].as_str().expect("id").to_owned();
     let (status, body) = stack
-        .post(
+        .post_key(
             &admin,
             &format!("/v1/webhooks/{dead_id}/redeliver"),
             json!({}),
@@ -696,7 +700,7 @@ async fn dead_letter_then_redelivery(backend: Backend) {
     // Redelivery: the failing event first, then the rest, in order, once.
     down.set_plan(Plan::Ok);
     let (status, view) = stack
-        .post(
+        .post_key(
             &admin,
             &format!("/v1/webhooks/{dead_id}/redeliver"),
             json!({}),
@@ -714,7 +718,7 @@ async fn dead_letter_then_redelivery(backend: Backend) {
     assert_eq!(view["cursor"].as_u64(), all_seqs.last().copied());
     assert_eq!(view["delivered"].as_u64(), Some(3));
     let (status, _) = stack
-        .post(
+        .post_key(
             &admin,
             &format!("/v1/webhooks/{dead_id}/redeliver"),
             json!({}),
@@ -723,7 +727,7 @@ async fn dead_letter_then_redelivery(backend: Backend) {
     assert_eq!(status, StatusCode::CONFLICT);
     // The redirecting one stays dead until asked, and still never reaches the target.
     let (_, view) = stack
-        .get(&admin, &format!("/v1/webhooks/{redirect_id}"))
+        .get_key(&admin, &format!("/v1/webhooks/{redirect_id}"))
         .await;
     assert_eq!(view["status"], "dead_letter");
     assert!(moved_to.hits().is_empty());
@@ -745,7 +749,7 @@ async fn targets_permissions_and_tenants(backend: Backend) {
         "--webhook-attempts-max",
         "2",
     ];
-    let stack = Stack::new(backend, &args).await;
+    let stack = Stack::with_serve_args(backend, &args).await;
     let admin = stack.admin("acme").await;
     let other = stack.admin("globex").await;
 
@@ -779,7 +783,7 @@ async fn targets_permissions_and_tenants(backend: Backend) {
         json!({"url": "https://hooks.example.com/", "events": ["*"], "secret": "whsec_mine"}),
     ];
     for body in refused {
-        let (status, problem) = stack.post(&admin, "/v1/webhooks", body.clone()).await;
+        let (status, problem) = stack.post_key(&admin, "/v1/webhooks", body.clone()).await;
         assert_eq!(
             status,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -788,8 +792,8 @@ async fn targets_permissions_and_tenants(backend: Backend) {
         assert_eq!(problem["code"], "validation");
     }
     let (status, _, _) = stack
-        .call(
-            0,
+        .call_on(
+            &stack.base,
             Method::POST,
             Some(&admin),
             "/v1/webhooks",
@@ -812,10 +816,10 @@ async fn targets_permissions_and_tenants(backend: Backend) {
     // Permissions: a user without a role may not subscribe nor look.
     let invited = add_user(&stack, &admin, "nobody").await;
     let nobody = stack
-        .redeem(invited["invite"].as_str().expect("invite"))
+        .redeem_key(invited["invite"].as_str().expect("invite"))
         .await;
     let (status, problem) = stack
-        .post(
+        .post_key(
             &nobody,
             "/v1/webhooks",
             json!({"url": local, "events": ["*"]}),
@@ -823,35 +827,41 @@ async fn targets_permissions_and_tenants(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
     assert_eq!(problem["code"], "forbidden");
-    let (status, _) = stack.get(&nobody, "/v1/webhooks").await;
+    let (status, _) = stack.get_key(&nobody, "/v1/webhooks").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = stack.get(&nobody, &format!("/v1/webhooks/{id}")).await;
+    let (status, _) = stack.get_key(&nobody, &format!("/v1/webhooks/{id}")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Another tenant's subscription does not exist for it.
     let path = format!("/v1/webhooks/{id}");
-    assert_eq!(stack.get(&other, &path).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(stack.delete(&other, &path).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(stack.get_key(&other, &path).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        stack.delete_key(&other, &path).await.0,
+        StatusCode::NOT_FOUND
+    );
     let (status, _) = stack
-        .post(&other, &format!("{path}/redeliver"), json!({}))
+        .post_key(&other, &format!("{path}/redeliver"), json!({}))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, list) = stack.get(&other, "/v1/webhooks").await;
+    let (status, list) = stack.get_key(&other, "/v1/webhooks").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["webhooks"], json!([]));
     let (status, _) = stack
-        .get(&admin, "/v1/webhooks/wh_aaaaaaaaaaaaaaaaaaaa")
+        .get_key(&admin, "/v1/webhooks/wh_aaaaaaaaaaaaaaaaaaaa")
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = stack.get(&admin, &path).await;
+    let (status, _) = stack.get_key(&admin, &path).await;
     assert_eq!(status, StatusCode::OK, "still there for its own tenant");
 
     // Unsubscribed.
-    let (status, body) = stack.delete(&admin, &path).await;
+    let (status, body) = stack.delete_key(&admin, &path).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(stack.get(&admin, &path).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(stack.delete(&admin, &path).await.0, StatusCode::NOT_FOUND);
-    let (_, list) = stack.get(&admin, "/v1/webhooks").await;
+    assert_eq!(stack.get_key(&admin, &path).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        stack.delete_key(&admin, &path).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, list) = stack.get_key(&admin, "/v1/webhooks").await;
     assert_eq!(list["webhooks"], json!([]));
 }
 
@@ -859,8 +869,8 @@ async fn targets_permissions_and_tenants(backend: Backend) {
 /// event reaches the receiver once, in order, and the cursor ends at the head.
 async fn two_processes_share_one_cursor(backend: Backend) {
     let receiver = Receiver::start(Plan::Ok).await;
-    let mut stack = Stack::new(backend, FAST).await;
-    let second = stack.start().await;
+    let mut stack = Stack::with_serve_args(backend, FAST).await;
+    let second = stack.start_another().await;
     let admin = stack.admin("acme").await;
     let hook = subscribe(
         &stack,
@@ -872,9 +882,9 @@ async fn two_processes_share_one_cursor(backend: Backend) {
     let id = hook["id"].as_str().expect("id").to_owned();
     let start = hook["cursor"].as_u64().expect("cursor");
     for n in 0..30 {
-        let server = n % 2 * second;
+        let server = if n % 2 == 0 { &stack.base } else { &second };
         let (status, body, _) = stack
-            .call(
+            .call_on(
                 server,
                 Method::POST,
                 Some(&admin),
@@ -900,9 +910,9 @@ async fn two_processes_share_one_cursor(backend: Backend) {
     .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(seqs(&receiver.delivered()), all_seqs, "in order, each once");
-    for server in [0, second] {
+    for server in [&stack.base, &second] {
         let (status, view, _) = stack
-            .call(
+            .call_on(
                 server,
                 Method::GET,
                 Some(&admin),

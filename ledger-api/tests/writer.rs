@@ -27,6 +27,7 @@ fn submission(actor: &str, command: Command) -> Submission {
         denied: None,
         id_seed: None,
         recheck: false,
+        request_id: None,
         view: Box::new(|_, events| serde_json::json!(events.len())),
     }
 }
@@ -317,4 +318,60 @@ async fn an_idle_tenant_is_evicted_and_reloaded_by_its_next_command() {
         .expect("read");
     assert!(after > head.seq);
     assert_eq!(store.head(&tenant).await.expect("head").seq, after);
+}
+
+/// The request id of a submission is in the data of each of its events (a batch's and a
+/// recorded denial's too), and the chain verifies with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_written_into_every_event_of_the_submission() {
+    use ledger_core::event::REQUEST_ID_FIELD;
+    let (_dir, store, keys) = setup().await;
+    let writers = Writers::new(store.clone(), Arc::clone(&keys));
+    let tenant: TenantId = id("acme");
+    create_tenant(&writers, &tenant).await;
+    let (events, _) = writers
+        .submit(
+            &tenant,
+            Submission {
+                commands: vec![add_user(1), add_user(2)],
+                request_id: Some("req-batch".into()),
+                ..submission("usr_admin", add_user(0))
+            },
+        )
+        .await
+        .expect("batch");
+    assert_eq!(events.len(), 2);
+    // A denied command (no role) is recorded with its request id.
+    let denied = writers
+        .submit(
+            &tenant,
+            Submission {
+                request_id: Some("req-denied".into()),
+                ..submission("usr_1", add_user(3))
+            },
+        )
+        .await;
+    assert!(denied.is_err());
+    let stored = store.load(&tenant, 0, 100).await.expect("load");
+    let ids: Vec<Option<String>> = stored
+        .iter()
+        .map(|(event, _)| event.data_string(REQUEST_ID_FIELD))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            None,
+            Some("req-batch"),
+            Some("req-batch"),
+            Some("req-denied")
+        ]
+        .map(|id| id.map(str::to_owned))
+    );
+    assert_eq!(stored[3].0.body.kind(), "command.rejected");
+    let report = verify_export(
+        &export(&store, &tenant, &keys).await,
+        Some(keys.set.clone()),
+    )
+    .expect("usable");
+    assert!(report.is_intact(), "{report:?}");
 }

@@ -397,3 +397,49 @@ fn a_progress_bar_only_on_a_terminal() {
     assert_eq!(piped.status.code(), Some(0));
     assert!(!stderr(&piped).contains("verifying"), "{}", stderr(&piped));
 }
+
+/// Events carrying extra data fields (the service's `request_id`) verify with the CLI as
+/// with the core, and the summary is that of the same chain without them.
+#[test]
+fn request_ids_in_event_data_verify() {
+    use ledger_core::money::{Currency, Money};
+    use ledger_core::testkit::standard_tenant;
+    use ledger_core::Command;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut summaries = Vec::new();
+    for with_ids in [false, true] {
+        let mut ledger = standard_tenant("acme", 3, "500.00");
+        for n in 0..5 {
+            if with_ids {
+                ledger.set_request_id(Some(&format!("req-{n}")));
+            }
+            let po = format!("po_{n}");
+            ledger
+                .execute(
+                    "usr_ann",
+                    Command::RequestPayout {
+                        payout: po.parse().expect("payout"),
+                        account: "acct_ops".parse().expect("account"),
+                        payee: "pay_lark".parse().expect("payee"),
+                        money: Money::parse("1.00", Currency::Eur).expect("money"),
+                        reference: po.clone(),
+                        metadata: None,
+                    },
+                )
+                .expect("request");
+        }
+        ledger.checkpoint();
+        let text = ledger.export();
+        assert_eq!(text.contains("\"request_id\":\"req-4\""), with_ids);
+        let path = dir.path().join(format!("ids-{with_ids}.jsonl"));
+        std::fs::write(&path, &text).expect("write");
+        let output = verify(&path, &["--json"]);
+        assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+        let verdict: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
+        summaries.push(verdict["summary"].clone());
+        let core = verify_export(&text, None).expect("usable");
+        assert_eq!(core.first_break, None);
+    }
+    assert_eq!(summaries[0], summaries[1]);
+}

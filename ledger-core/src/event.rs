@@ -342,6 +342,14 @@ macro_rules! body_kinds {
                 }
             }
 
+            /// The names of the fields of this kind's typed body (set or not), as serde
+            /// reads them: the keys an extra data field may not take.
+            pub fn field_names(&self) -> &'static [&'static str] {
+                match self {
+                    $(EventBody::$variant(data) => field_names_of(data),)*
+                }
+            }
+
             /// Reads the data of `kind` from its JSON text.
             pub fn from_data(kind: &str, data: &str) -> Result<Self, BodyError> {
                 match kind {
@@ -486,7 +494,24 @@ pub enum EventError {
     /// The seq is 0 or would overflow.
     #[error("seq out of range")]
     SeqRange,
+    /// An extra data field names a key the typed bodies use (or would change the typed
+    /// body when read back), or has no value.
+    #[error("extra data field {key:?}: {reason}")]
+    ExtraField {
+        /// The key (at most 64 characters of it).
+        key: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
 }
+
+/// The extra data field in which the service records the id of the request that caused
+/// an event (DESIGN 4 allows fields beyond the typed body; they are hashed with the data
+/// and ignored by the typed body, so the verifier's comparison of bodies is unaffected).
+pub const REQUEST_ID_FIELD: &str = "request_id";
+
+/// Fields added to an event's data beyond its typed body, by key.
+pub type ExtraData = serde_json::Map<String, Value>;
 
 /// An event read from outside: the envelope as claimed, the hash recomputed from its
 /// canonical bytes, and the typed body (or why the data does not fit its kind).
@@ -513,15 +538,58 @@ impl Event {
         actor: PrincipalId,
         body: EventBody,
     ) -> Result<(Event, Vec<u8>), EventError> {
+        Self::seal_with(head, tenant, id, at, actor, body, &ExtraData::new())
+    }
+
+    /// Seals `body` as the next event after `head`, with `extra` fields added to its data
+    /// (e.g. [`REQUEST_ID_FIELD`]). An extra key that any typed body of this kind uses is
+    /// refused, whether or not this body sets it, and so is a null value; the data must
+    /// read back as exactly `body`.
+    pub fn seal_with(
+        head: ChainHead,
+        tenant: TenantId,
+        id: EventId,
+        at: Timestamp,
+        actor: PrincipalId,
+        body: EventBody,
+        extra: &ExtraData,
+    ) -> Result<(Event, Vec<u8>), EventError> {
         let seq = head.seq.checked_add(1).ok_or(EventError::SeqRange)?;
         if seq > canonical::INTEGER_MAGNITUDE_MAX {
             return Err(EventError::SeqRange);
         }
-        let data = canonical::to_canonical_vec(&body.to_data())?;
+        let mut value = body.to_data();
+        if !extra.is_empty() {
+            let refuse = |key: &str, reason: &'static str| EventError::ExtraField {
+                key: key.chars().take(64).collect(),
+                reason,
+            };
+            let typed = body.field_names();
+            let Value::Object(map) = &mut value else {
+                unreachable!("event data always serialises to an object");
+            };
+            for (key, item) in extra {
+                if typed.contains(&key.as_str()) || map.contains_key(key) {
+                    return Err(refuse(key, "the typed body uses this key"));
+                }
+                if item.is_null() {
+                    return Err(refuse(key, "an extra field needs a value"));
+                }
+                map.insert(key.clone(), item.clone());
+            }
+        }
+        let data = canonical::to_canonical_vec(&value)?;
         let data = String::from_utf8(data).map_err(|e| EventError::Envelope {
             field: "data",
             message: e.to_string(),
         })?;
+        if !extra.is_empty() && EventBody::from_data(body.kind(), &data).as_ref() != Ok(&body) {
+            let key = extra.keys().next().map_or("", String::as_str);
+            return Err(EventError::ExtraField {
+                key: key.chars().take(64).collect(),
+                reason: "the data would not read back as the typed body",
+            });
+        }
         let mut event = Event {
             tenant,
             seq,
@@ -541,6 +609,15 @@ impl Event {
     /// The data object as hashed, in canonical JSON.
     pub fn data(&self) -> &str {
         &self.data
+    }
+
+    /// The string value of the data's field `key` (an extra field such as
+    /// [`REQUEST_ID_FIELD`], or a typed one); `None` when absent or not a string.
+    pub fn data_string(&self, key: &str) -> Option<String> {
+        let mut deserializer = serde_json::Deserializer::from_str(&self.data);
+        serde::de::DeserializeSeed::deserialize(StringField(key), &mut deserializer)
+            .ok()
+            .flatten()
     }
 
     /// The head after this event.
@@ -674,6 +751,72 @@ impl Event {
     }
 }
 
+/// The field names serde's derive passes to `deserialize_struct` for `T`: a deserializer
+/// that records them and reads nothing.
+fn field_names_of<T: Deserialize<'static>>(_: &T) -> &'static [&'static str] {
+    struct Probe(&'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for &mut Probe {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("field names only"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = fields;
+            Err(serde::de::Error::custom("field names only"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut probe = Probe(&[]);
+    let _ = T::deserialize(&mut probe);
+    probe.0
+}
+
+/// Reads one string field of a JSON object, skipping the others.
+struct StringField<'k>(&'k str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for StringField<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StringField<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == self.0 {
+                found = map.next_value::<Value>()?.as_str().map(str::to_owned);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
 fn hex_into<'a>(hash: &Hash, buffer: &'a mut [u8; 64]) -> &'a str {
     if hex::encode_to_slice(hash.as_bytes(), buffer).is_err() {
         unreachable!("64 hex characters fit 64 bytes");
@@ -761,6 +904,108 @@ pub(crate) struct RawEnvelope<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().expect(s)
+    }
+
+    fn approved(batch: Option<Vec<String>>) -> EventBody {
+        EventBody::PayoutApproved(PayoutApproved {
+            payout: id("po_1"),
+            batch,
+        })
+    }
+
+    fn seal_extra(
+        body: EventBody,
+        extra: &[(&str, Value)],
+    ) -> Result<(Event, Vec<u8>), EventError> {
+        let extra: ExtraData = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        Event::seal_with(
+            ChainHead::GENESIS,
+            id("acme"),
+            EventId::from_uuid(uuid::Uuid::from_u128(7)),
+            Timestamp::from_unix_micros(1_795_338_000_000_000),
+            id("usr_bob"),
+            body,
+            &extra,
+        )
+    }
+
+    #[test]
+    fn extra_fields_are_hashed_kept_and_read_back() {
+        let (event, bytes) =
+            seal_extra(approved(None), &[(REQUEST_ID_FIELD, Value::from("req-1"))]).expect("seal");
+        assert!(
+            event.data().contains("\"request_id\":\"req-1\""),
+            "{}",
+            event.data()
+        );
+        assert_eq!(
+            event.data_string(REQUEST_ID_FIELD).as_deref(),
+            Some("req-1")
+        );
+        assert_eq!(event.data_string("payout").as_deref(), Some("po_1"));
+        assert_eq!(event.data_string("absent"), None);
+        // The envelope parses back: same typed body, same hash, the field still there.
+        let text = String::from_utf8(event.to_json_bytes().expect("json")).expect("utf-8");
+        let parsed = Event::parse(&text).expect("parse");
+        assert_eq!(parsed.body_error, None);
+        assert_eq!(parsed.computed_hash, event.hash);
+        assert_eq!(parsed.event, event);
+        assert_eq!(
+            parsed.event.data_string(REQUEST_ID_FIELD).as_deref(),
+            Some("req-1")
+        );
+        assert_eq!(event.canonical_bytes().expect("bytes"), bytes);
+        // Without the field, the same body hashes differently: the field is in the hash.
+        let (plain, _) = seal_extra(approved(None), &[]).expect("seal");
+        assert_ne!(plain.hash, event.hash);
+        assert_eq!(plain.body, event.body);
+        assert_eq!(plain.data_string(REQUEST_ID_FIELD), None);
+    }
+
+    #[test]
+    fn extra_fields_may_not_take_a_typed_key() {
+        let refused = |body: EventBody, key: &str, value: Value| {
+            matches!(
+                seal_extra(body, &[(key, value)]),
+                Err(EventError::ExtraField { .. })
+            )
+        };
+        // Set by the body.
+        assert!(refused(approved(None), "payout", Value::from("po_2")));
+        // A field of the kind that this body leaves out.
+        assert!(refused(
+            approved(None),
+            "batch",
+            Value::from(Vec::<String>::new())
+        ));
+        let failed = EventBody::PayoutFailed(PayoutEnded {
+            payout: id("po_1"),
+            reason: "bounced".into(),
+            postings: Vec::new(),
+        });
+        assert!(refused(failed, "postings", Value::Array(Vec::new())));
+        // No value.
+        assert!(refused(approved(None), REQUEST_ID_FIELD, Value::Null));
+        // Outside the canonical domain.
+        assert!(matches!(
+            seal_extra(approved(None), &[("n", serde_json::json!(1.5))]),
+            Err(EventError::Canonical(_))
+        ));
+        assert_eq!(
+            approved(None).field_names(),
+            &["payout", "batch"],
+            "serde's field list"
+        );
+    }
 
     #[test]
     fn every_kind_round_trips_through_its_name() {

@@ -8,7 +8,7 @@ use crate::checkpoint::Checkpoint;
 use crate::command::{Command, Context, Enforcement, Rejection};
 use crate::crypto::{public_key_of, Algorithm, KeyPurpose, KeyRecord, KeySet};
 use crate::decide::{decide, decide_batch, rejection_event};
-use crate::event::{ChainHead, Event, EventBody};
+use crate::event::{ChainHead, Event, EventBody, ExtraData, REQUEST_ID_FIELD};
 use crate::ids::{EventId, PrincipalId, TenantId};
 use crate::proof::{batch_subject, DirectCheck, TwoFactorProof, UnsignedProof};
 use crate::state::TenantState;
@@ -52,6 +52,7 @@ pub struct Ledger {
     next_event: u128,
     next_step: u64,
     keep_events: bool,
+    extra: ExtraData,
 }
 
 impl Ledger {
@@ -91,6 +92,7 @@ impl Ledger {
             next_event: u128::from(seed) << 64,
             next_step: 59_000_000,
             keep_events: true,
+            extra: ExtraData::new(),
         }
     }
 
@@ -98,6 +100,20 @@ impl Ledger {
     pub fn forget_events(&mut self) {
         self.keep_events = false;
         self.events.clear();
+    }
+
+    /// Records `request_id` in the data of the events sealed from now on (as the service
+    /// does with the id of each request), or stops recording one.
+    pub fn set_request_id(&mut self, request_id: Option<&str>) {
+        match request_id {
+            Some(id) => {
+                self.extra
+                    .insert(REQUEST_ID_FIELD.to_owned(), serde_json::Value::from(id));
+            }
+            None => {
+                self.extra.remove(REQUEST_ID_FIELD);
+            }
+        }
     }
 
     /// Advances the clock.
@@ -134,13 +150,14 @@ impl Ledger {
     fn seal(&mut self, actor: &PrincipalId, body: EventBody) -> Event {
         self.next_event += 1;
         let event_id = EventId::from_uuid(uuid::Uuid::from_u128(self.next_event));
-        let (event, _bytes) = match Event::seal(
+        let (event, _bytes) = match Event::seal_with(
             self.head,
             self.tenant.clone(),
             event_id,
             self.clock,
             actor.clone(),
             body,
+            &self.extra,
         ) {
             Ok(sealed) => sealed,
             Err(e) => panic!("testkit: cannot seal: {e}"),
@@ -357,4 +374,133 @@ pub fn standard_tenant(tenant: &str, seed: u8, deposit: &str) -> Ledger {
         },
     ));
     ledger
+}
+
+/// Who acts in [`play`], by index: the standard tenant's cast.
+pub const CAST: [&str; 9] = [
+    "usr_ann",
+    "usr_bob",
+    "usr_bea",
+    "usr_cat",
+    "usr_dan",
+    "usr_rex",
+    "svc_settlement",
+    "usr_eve",
+    "usr_admin",
+];
+
+/// One step of a random scenario for property tests: an action on payout
+/// `po_<payout>` by `CAST[actor]`, for an amount of `cents` euro cents, recorded with a
+/// request id when `request` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// 0 request, 1 approve, 2 authorize, 3 execute, 4 release, 5 fail, 6 cancel,
+    /// 7 deposit, 8 approval policy update (always by the admin), 9 reject (modulo 10).
+    pub action: u8,
+    /// Which payout (`po_<n>`).
+    pub payout: u8,
+    /// Index into [`CAST`] (modulo its length).
+    pub actor: u8,
+    /// An amount in cents, from 1.
+    pub cents: u32,
+    /// Whether the step's events carry a request id (`req-<index>`).
+    pub request: bool,
+}
+
+/// Plays `steps` on a [`standard_tenant`] ledger with the writer's rules, money movers
+/// given fresh proofs, denials that are evidence recorded as `command.rejected`, and two
+/// seconds between steps. Returns how many commands were decided (accepted, or denied
+/// and recorded): each yields exactly one event.
+pub fn play(ledger: &mut Ledger, steps: &[Step]) -> usize {
+    use crate::money::{Currency, Money};
+    use crate::policy::ApprovalRule;
+    let mut decided = 0;
+    for (index, step) in steps.iter().enumerate() {
+        let mut actor = CAST[usize::from(step.actor) % CAST.len()];
+        let po = format!("po_{}", step.payout);
+        let cents = step.cents.max(1);
+        let amount = format!("{}.{:02}", cents / 100, cents % 100);
+        let money = match Money::parse(&amount, Currency::Eur) {
+            Ok(money) => money,
+            Err(e) => panic!("testkit amount {amount}: {e}"),
+        };
+        let proof = |ledger: &mut Ledger, actor: &str, action: &str, subject: &str| {
+            Some(ledger.proof(actor, action, subject))
+        };
+        let command = match step.action % 10 {
+            0 => Command::RequestPayout {
+                payout: id(&po),
+                account: id("acct_ops"),
+                payee: id("pay_lark"),
+                money,
+                reference: format!("r{index}"),
+                metadata: None,
+            },
+            1 => Command::ApprovePayout {
+                payout: id(&po),
+                batch: None,
+            },
+            2 => Command::AuthorizePayout {
+                payout: id(&po),
+                two_factor: proof(ledger, actor, "payout.authorize", &po),
+                batch: None,
+            },
+            3 => Command::ExecutePayout {
+                payout: id(&po),
+                rail: None,
+                two_factor: proof(ledger, actor, "payout.execute", &po),
+                batch: None,
+            },
+            4 => Command::ReleasePayout {
+                payout: id(&po),
+                two_factor: if actor.starts_with("svc_") {
+                    None
+                } else {
+                    proof(ledger, actor, "payout.release", &po)
+                },
+                batch: None,
+            },
+            5 => Command::FailPayout {
+                payout: id(&po),
+                reason: "bounced".into(),
+            },
+            6 => Command::CancelPayout {
+                payout: id(&po),
+                reason: "stop".into(),
+            },
+            7 => Command::Deposit {
+                account: id("acct_ops"),
+                money,
+                reference: None,
+            },
+            8 => {
+                actor = "usr_admin";
+                Command::UpdatePolicy {
+                    rules: vec![ApprovalRule {
+                        currency: Currency::Eur,
+                        min_amount: amount.clone(),
+                        approvals: 1 + cents % 2,
+                    }],
+                    two_factor: proof(
+                        ledger,
+                        actor,
+                        "policy.update",
+                        crate::command::POLICY_SUBJECT,
+                    ),
+                }
+            }
+            _ => Command::RejectPayout {
+                payout: id(&po),
+                reason: "no".into(),
+            },
+        };
+        let request_id = format!("req-{index}");
+        ledger.set_request_id(step.request.then_some(request_id.as_str()));
+        let before = ledger.events.len();
+        let _ = ledger.execute_or_record(actor, command);
+        decided += usize::from(ledger.events.len() > before);
+        ledger.set_request_id(None);
+        ledger.tick(2_000_000);
+    }
+    decided
 }

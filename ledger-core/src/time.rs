@@ -80,6 +80,85 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Parses any RFC 3339 date-time (`2026-11-22T10:15:30Z`, `…30.5+01:00`, up to nine
+    /// fractional digits, of which the seventh and later are dropped), for what clients
+    /// send, e.g. a time range. Event times use the one strict form of [`Timestamp::parse`].
+    pub fn parse_rfc3339(s: &str) -> Result<Self, TimestampError> {
+        let b = s.as_bytes();
+        if b.len() < 20
+            || b.len() > 35
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !matches!(b[10], b'T' | b't')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
+            return Err(TimestampError);
+        }
+        let number = |range: std::ops::Range<usize>| -> Result<u32, TimestampError> {
+            let mut value = 0u32;
+            for &c in b.get(range).ok_or(TimestampError)? {
+                if !c.is_ascii_digit() {
+                    return Err(TimestampError);
+                }
+                value = value * 10 + u32::from(c - b'0');
+            }
+            Ok(value)
+        };
+        let mut rest = 19;
+        let mut micro = 0u32;
+        if b[rest] == b'.' {
+            let digits = b[rest + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if digits == 0 || digits > 9 {
+                return Err(TimestampError);
+            }
+            for position in 0..6 {
+                let digit = if position < digits {
+                    u32::from(b[rest + 1 + position] - b'0')
+                } else {
+                    0
+                };
+                micro = micro * 10 + digit;
+            }
+            rest += 1 + digits;
+        }
+        let offset_seconds: i64 = match &b[rest..] {
+            [b'Z' | b'z'] => 0,
+            [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+                let hours = number(rest + 1..rest + 3)?;
+                let minutes = number(rest + 4..rest + 6)?;
+                if hours > 23 || minutes > 59 {
+                    return Err(TimestampError);
+                }
+                let seconds = i64::from(hours * 3600 + minutes * 60);
+                if *sign == b'+' {
+                    seconds
+                } else {
+                    -seconds
+                }
+            }
+            _ => return Err(TimestampError),
+        };
+        let year = i32::try_from(number(0..4)?).map_err(|_| TimestampError)?;
+        let month = u8::try_from(number(5..7)?).map_err(|_| TimestampError)?;
+        let month = time::Month::try_from(month).map_err(|_| TimestampError)?;
+        let day = u8::try_from(number(8..10)?).map_err(|_| TimestampError)?;
+        let hour = u8::try_from(number(11..13)?).map_err(|_| TimestampError)?;
+        let minute = u8::try_from(number(14..16)?).map_err(|_| TimestampError)?;
+        let second = u8::try_from(number(17..19)?).map_err(|_| TimestampError)?;
+        let date = time::Date::from_calendar_date(year, month, day).map_err(|_| TimestampError)?;
+        let clock =
+            time::Time::from_hms_micro(hour, minute, second, micro).map_err(|_| TimestampError)?;
+        let at = time::PrimitiveDateTime::new(date, clock).assume_utc();
+        let seconds = at.unix_timestamp() - offset_seconds;
+        Ok(Self(seconds * MICROS_PER_SECOND + i64::from(micro)))
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let seconds = self.0.div_euclid(MICROS_PER_SECOND);
@@ -141,6 +220,50 @@ mod tests {
             "2026-11-22t10:15:30.123456z",
         ] {
             assert_eq!(Timestamp::parse(bad), Err(TimestampError), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_in_any_of_its_forms() {
+        let check = |text: &str, expected: Option<&str>| {
+            let parsed = Timestamp::parse_rfc3339(text).map(|t| t.to_string()).ok();
+            assert_eq!(parsed.as_deref(), expected, "{text}");
+        };
+        check("2026-11-22T10:15:30Z", Some("2026-11-22T10:15:30.000000Z"));
+        check("2026-11-22t10:15:30z", Some("2026-11-22T10:15:30.000000Z"));
+        check(
+            "2026-11-22T10:15:30.5Z",
+            Some("2026-11-22T10:15:30.500000Z"),
+        );
+        check(
+            "2026-11-22T10:15:30.123456789Z",
+            Some("2026-11-22T10:15:30.123456Z"),
+        );
+        check(
+            "2026-11-22T11:15:30+01:00",
+            Some("2026-11-22T10:15:30.000000Z"),
+        );
+        check(
+            "2026-11-22T00:15:30.25-02:30",
+            Some("2026-11-22T02:45:30.250000Z"),
+        );
+        check(
+            "2026-11-22T10:15:30.123456Z",
+            Some("2026-11-22T10:15:30.123456Z"),
+        );
+        for bad in [
+            "2026-11-22T10:15:30",
+            "2026-11-22 10:15:30Z",
+            "2026-11-22T10:15:30.Z",
+            "2026-11-22T10:15:30.1234567890Z",
+            "2026-11-22T10:15:30+0100",
+            "2026-11-22T10:15:30+24:00",
+            "2026-02-30T10:15:30Z",
+            "2026-11-22T10:15:60Z",
+            "yesterday",
+            "",
+        ] {
+            check(bad, None);
         }
     }
 }

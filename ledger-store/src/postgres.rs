@@ -33,6 +33,8 @@ pub const SERVICE_ROLE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT, DELETE ON snapshots TO {role};",
     "GRANT EXECUTE ON FUNCTION ledger_append(text[], bigint[], bytea[], integer[], integer[], \
      bigint[], text[], text[], text[], text[], bytea[], bytea[], bytea[]) TO {role};",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON projection_cursors, projection_balances, \
+     projection_payouts, projection_audit TO {role};",
 ];
 
 /// Connections per pool unless the caller chooses.

@@ -2,10 +2,17 @@
 //! view, and the audit view. Each is `apply(&mut self, &Event)` and nothing else: no IO,
 //! no clock. A projector (in the store and the API) persists them with its cursor; a
 //! rebuild is the same fold from seq 1, and the property tests hold the two equal.
+//!
+//! Persisting incrementally needs only the rows a page of events touches, never the
+//! whole model: [`Keys::of`] names the account and payout rows an event reads and
+//! writes, so the projector loads exactly those (and the tenant's approval rules) into a
+//! partial [`ReadModel`], folds the page with [`ReadModel::apply_page`], and writes the
+//! [`RowChanges`] it reports. Every `apply` reads and writes only the rows its event
+//! names, which is why the partial fold equals the full one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use ledger_core::event::{Event, EventBody};
+use ledger_core::event::{Event, EventBody, REQUEST_ID_FIELD};
 use ledger_core::ids::{AccountId, PayeeId, PayoutId, PrincipalId};
 use ledger_core::money::{Currency, Money};
 use ledger_core::policy::{ApprovalPolicy, ApprovalRule};
@@ -258,6 +265,25 @@ pub enum Outcome {
     Denied,
 }
 
+impl Outcome {
+    /// `accepted` or `denied`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Denied => "denied",
+        }
+    }
+
+    /// Reads [`Outcome::as_str`] back.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "accepted" => Some(Outcome::Accepted),
+            "denied" => Some(Outcome::Denied),
+            _ => None,
+        }
+    }
+}
+
 /// One decided command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRow {
@@ -275,6 +301,9 @@ pub struct AuditRow {
     pub result: Outcome,
     /// The denial's reason code.
     pub reason: Option<String>,
+    /// The id of the request that caused it, when the service recorded one in the
+    /// event's data ([`REQUEST_ID_FIELD`]).
+    pub request_id: Option<String>,
 }
 
 /// The command an event records, as (action, subject).
@@ -327,6 +356,7 @@ impl Audit {
             subject,
             result,
             reason,
+            request_id: event.data_string(REQUEST_ID_FIELD),
         });
     }
 }
@@ -365,4 +395,141 @@ impl ReadModel {
         }
         model
     }
+
+    /// A partial model to fold the next page into: the persisted seq and approval rules,
+    /// and the persisted rows of (at least) the [`Keys`] of the page. Rows the page does
+    /// not name may be left out; rows it names must be given when they exist.
+    pub fn partial(
+        seq: u64,
+        policy: Vec<ApprovalRule>,
+        accounts: impl IntoIterator<Item = (AccountId, AccountBalance)>,
+        payouts: impl IntoIterator<Item = PayoutRow>,
+    ) -> Self {
+        Self {
+            seq,
+            balances: Balances {
+                accounts: accounts.into_iter().collect(),
+            },
+            payouts: Payouts {
+                payouts: payouts
+                    .into_iter()
+                    .map(|row| (row.payout.clone(), row))
+                    .collect(),
+                policy,
+            },
+            audit: Audit::default(),
+        }
+    }
+
+    /// Folds `events` (in seq order; any at or below `self.seq` are ignored) and reports
+    /// the rows they changed, to be written with the new cursor. The new audit rows are
+    /// moved out of the model into the changes (they are only ever inserted).
+    pub fn apply_page(&mut self, events: &[Event]) -> RowChanges {
+        let audit_before = self.audit.rows.len();
+        let policy_before = self.payouts.policy.clone();
+        let mut touched = Keys::default();
+        for event in events {
+            if event.seq > self.seq {
+                touched.add(event);
+                self.apply(event);
+            }
+        }
+        RowChanges {
+            seq: self.seq,
+            balances: touched
+                .accounts
+                .iter()
+                .filter_map(|account| {
+                    self.balances
+                        .accounts
+                        .get(account)
+                        .map(|balance| (account.clone(), balance.clone()))
+                })
+                .collect(),
+            payouts: touched
+                .payouts
+                .iter()
+                .filter_map(|payout| self.payouts.payouts.get(payout).cloned())
+                .collect(),
+            audit: self.audit.rows.split_off(audit_before),
+            policy: (self.payouts.policy != policy_before).then(|| self.payouts.policy.clone()),
+        }
+    }
+}
+
+/// The rows an event reads and writes, by key: the accounts whose balances it changes
+/// (opened, deposited into, or named by a posting) and the payout it is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// Account rows.
+    pub accounts: BTreeSet<AccountId>,
+    /// Payout rows.
+    pub payouts: BTreeSet<PayoutId>,
+}
+
+impl Keys {
+    /// The keys of every event of `events`.
+    pub fn of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut keys = Self::default();
+        for event in events {
+            keys.add(event);
+        }
+        keys
+    }
+
+    /// Adds the keys of `event`.
+    pub fn add(&mut self, event: &Event) {
+        for posting in event.body.postings() {
+            match Bucket::parse(&posting.account) {
+                Some(Bucket::Available(account) | Bucket::Held(account)) => {
+                    self.accounts.insert(account);
+                }
+                Some(Bucket::WorldFunding | Bucket::WorldPayees) | None => {}
+            }
+        }
+        let payout = match &event.body {
+            EventBody::AccountOpened(d) => {
+                self.accounts.insert(d.account.clone());
+                None
+            }
+            EventBody::FundsDeposited(d) => {
+                self.accounts.insert(d.account.clone());
+                None
+            }
+            EventBody::PayoutRequested(d) => Some(&d.payout),
+            EventBody::PayoutApproved(d) => Some(&d.payout),
+            EventBody::PayoutRejected(d) => Some(&d.payout),
+            EventBody::PayoutAuthorized(d) => Some(&d.payout),
+            EventBody::PayoutExecuted(d) => Some(&d.payout),
+            EventBody::PayoutReleased(d) => Some(&d.payout),
+            EventBody::PayoutFailed(d) | EventBody::PayoutCancelled(d) => Some(&d.payout),
+            EventBody::TenantCreated(_)
+            | EventBody::UserAdded(_)
+            | EventBody::RoleGranted(_)
+            | EventBody::RoleRevoked(_)
+            | EventBody::ApiKeyIssued(_)
+            | EventBody::ApiKeyRevoked(_)
+            | EventBody::PayeeAdded(_)
+            | EventBody::PolicyUpdated(_)
+            | EventBody::CommandRejected(_) => None,
+        };
+        if let Some(payout) = payout {
+            self.payouts.insert(payout.clone());
+        }
+    }
+}
+
+/// What folding a page changed: the rows to write, and the cursor to write with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowChanges {
+    /// The last seq folded in (the new cursor).
+    pub seq: u64,
+    /// Account rows to insert or replace.
+    pub balances: Vec<(AccountId, AccountBalance)>,
+    /// Payout rows to insert or replace.
+    pub payouts: Vec<PayoutRow>,
+    /// Audit rows to insert, in seq order.
+    pub audit: Vec<AuditRow>,
+    /// The approval rules, when the page changed them.
+    pub policy: Option<Vec<ApprovalRule>>,
 }

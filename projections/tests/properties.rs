@@ -1,15 +1,18 @@
 //! Properties of the read models over random command sequences decided by the writer's
-//! own rules (`testkit::Ledger`): a rebuild equals the incrementally built (and
-//! persisted) model, balances equal the sum of postings and the core's state, the
-//! payouts view agrees with the core, and the audit view has one row per decided
-//! command, accepted or denied.
+//! own rules (`testkit::play`): a rebuild equals the incrementally built (and
+//! persisted) model, row by row when only the touched rows are loaded for each chunk;
+//! balances equal the sum of postings and the core's state, the payouts view agrees
+//! with the core, and the audit view has one row per decided command, accepted or
+//! denied, with the request id its events carry.
 
-use ledger_core::command::Command;
-use ledger_core::event::Event;
-use ledger_core::money::{Currency, Money};
+use std::collections::BTreeMap;
+
+use ledger_core::event::{Event, REQUEST_ID_FIELD};
+use ledger_core::ids::{AccountId, PayoutId};
+use ledger_core::policy::ApprovalRule;
 use ledger_core::state::Bucket;
-use ledger_core::testkit::{standard_tenant, Ledger};
-use projections::{Outcome, ReadModel};
+use ledger_core::testkit::{play, standard_tenant, Step};
+use projections::{AccountBalance, AuditRow, Keys, Outcome, PayoutRow, ReadModel};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -20,104 +23,63 @@ where
     s.parse().expect(s)
 }
 
-fn eur(cents: u32) -> Money {
-    Money::parse(
-        &format!("{}.{:02}", cents / 100, cents % 100),
-        Currency::Eur,
-    )
-    .expect("money")
-}
-
-/// One step: an action on payout `n` by `actor`.
-#[derive(Debug, Clone)]
-struct Step {
-    action: u8,
-    payout: u8,
-    actor: u8,
-    cents: u32,
-}
-
-const ACTORS: [&str; 8] = [
-    "usr_ann",
-    "usr_bob",
-    "usr_bea",
-    "usr_cat",
-    "usr_dan",
-    "usr_rex",
-    "svc_settlement",
-    "usr_eve",
-];
-
 fn step() -> impl Strategy<Value = Step> {
-    (0u8..8, 0u8..6, 0u8..8, 1u32..5_000_000).prop_map(|(action, payout, actor, cents)| Step {
-        action,
-        payout,
-        actor,
-        cents,
-    })
+    (0u8..10, 0u8..6, 0u8..9, 1u32..5_000_000, any::<bool>()).prop_map(
+        |(action, payout, actor, cents, request)| Step {
+            action,
+            payout,
+            actor,
+            cents,
+            request,
+        },
+    )
 }
 
-/// Runs the steps; returns the number of commands decided (accepted, or denied and
-/// recorded).
-fn run(ledger: &mut Ledger, steps: &[Step]) -> usize {
-    let mut decided = 0;
-    for (i, s) in steps.iter().enumerate() {
-        let actor = ACTORS[usize::from(s.actor)];
-        let po = format!("po_{}", s.payout);
-        let proof = |ledger: &mut Ledger, action: &str| Some(ledger.proof(actor, action, &po));
-        let command = match s.action {
-            0 => Command::RequestPayout {
-                payout: id(&po),
-                account: id("acct_ops"),
-                payee: id("pay_lark"),
-                money: eur(s.cents),
-                reference: format!("r{i}"),
-                metadata: None,
-            },
-            1 => Command::ApprovePayout {
-                payout: id(&po),
-                batch: None,
-            },
-            2 => Command::AuthorizePayout {
-                payout: id(&po),
-                two_factor: proof(ledger, "payout.authorize"),
-                batch: None,
-            },
-            3 => Command::ExecutePayout {
-                payout: id(&po),
-                rail: None,
-                two_factor: proof(ledger, "payout.execute"),
-                batch: None,
-            },
-            4 => Command::ReleasePayout {
-                payout: id(&po),
-                two_factor: if actor.starts_with("svc_") {
-                    None
-                } else {
-                    proof(ledger, "payout.release")
-                },
-                batch: None,
-            },
-            5 => Command::FailPayout {
-                payout: id(&po),
-                reason: "bounced".into(),
-            },
-            6 => Command::CancelPayout {
-                payout: id(&po),
-                reason: "stop".into(),
-            },
-            _ => Command::Deposit {
-                account: id("acct_ops"),
-                money: eur(s.cents),
-                reference: None,
-            },
-        };
-        let before = ledger.events.len();
-        let _ = ledger.execute_or_record(actor, command);
-        decided += usize::from(ledger.events.len() > before);
-        ledger.tick(2_000_000);
+/// The persisted rows, as a store keeps them: a cursor with the approval rules, one row
+/// per account and payout, the audit rows.
+#[derive(Debug, Default)]
+struct Rows {
+    seq: u64,
+    policy: Vec<ApprovalRule>,
+    balances: BTreeMap<AccountId, AccountBalance>,
+    payouts: BTreeMap<PayoutId, PayoutRow>,
+    audit: Vec<AuditRow>,
+}
+
+impl Rows {
+    /// One projector step: load only the rows the page names, fold, write the changes.
+    fn project(&mut self, page: &[Event]) {
+        let keys = Keys::of(page);
+        let mut model = ReadModel::partial(
+            self.seq,
+            self.policy.clone(),
+            keys.accounts
+                .iter()
+                .filter_map(|a| self.balances.get(a).map(|b| (a.clone(), b.clone()))),
+            keys.payouts
+                .iter()
+                .filter_map(|p| self.payouts.get(p).cloned()),
+        );
+        let changes = model.apply_page(page);
+        self.seq = changes.seq;
+        if let Some(policy) = changes.policy {
+            self.policy = policy;
+        }
+        self.balances.extend(changes.balances);
+        for row in changes.payouts {
+            self.payouts.insert(row.payout.clone(), row);
+        }
+        self.audit.extend(changes.audit);
     }
-    decided
+
+    fn same_as(&self, model: &ReadModel) -> Result<(), TestCaseError> {
+        prop_assert_eq!(self.seq, model.seq);
+        prop_assert_eq!(&self.policy, &model.payouts.policy);
+        prop_assert_eq!(&self.balances, &model.balances.accounts);
+        prop_assert_eq!(&self.payouts, &model.payouts.payouts);
+        prop_assert_eq!(&self.audit, &model.audit.rows);
+        Ok(())
+    }
 }
 
 proptest! {
@@ -127,7 +89,7 @@ proptest! {
     fn read_models_agree_with_the_chain(steps in prop::collection::vec(step(), 1..120), split in 0usize..200) {
         let mut ledger = standard_tenant("acme", 5, "100000.00");
         let setup = ledger.events.len();
-        let decided = run(&mut ledger, &steps);
+        let decided = play(&mut ledger, &steps);
         let events: &[Event] = &ledger.events;
 
         // Incremental, persisted between two pages (as the projector does), equals a rebuild.
@@ -158,8 +120,9 @@ proptest! {
             prop_assert_eq!(balance.available, sum(Bucket::Available(account.clone())));
             prop_assert_eq!(balance.held, sum(Bucket::Held(account.clone())));
             prop_assert!(balance.available >= Decimal::ZERO && balance.held >= Decimal::ZERO);
-            // One account: everything paid out came from it.
+            // One account: everything paid out came from it, everything paid in went to it.
             prop_assert_eq!(balance.released, sum(Bucket::WorldPayees));
+            prop_assert_eq!(balance.deposited, -sum(Bucket::WorldFunding));
         }
 
         // Payouts: the same status as the core.
@@ -168,12 +131,51 @@ proptest! {
         }
         prop_assert_eq!(rebuilt.payouts.payouts.len(), ledger.state.payouts.len());
 
-        // Audit: one row per decided command (each of these commands yields one event).
+        // Audit: one row per decided command (each of these commands yields one event),
+        // in seq order, with the event's request id.
         prop_assert_eq!(rebuilt.audit.rows.len(), setup + decided);
+        prop_assert_eq!(rebuilt.audit.rows.len(), events.len());
+        for (row, event) in rebuilt.audit.rows.iter().zip(events) {
+            prop_assert_eq!(row.seq, event.seq);
+            prop_assert_eq!(&row.actor, &event.actor);
+            prop_assert_eq!(row.request_id.clone(), event.data_string(REQUEST_ID_FIELD));
+        }
+        let requested = steps.iter().filter(|s| s.request).count();
+        let with_ids = rebuilt.audit.rows.iter().filter(|r| r.request_id.is_some()).count();
+        prop_assert!(with_ids <= requested);
         let denied = rebuilt.audit.rows.iter().filter(|r| r.result == Outcome::Denied).count();
         let rejected = events.iter().filter(|e| e.body.kind() == "command.rejected").count();
         prop_assert_eq!(denied, rejected);
         prop_assert!(rebuilt.audit.rows.iter().all(|r| (r.result == Outcome::Denied) == r.reason.is_some()));
+    }
+
+    /// The projector's way: rows persisted after every chunk of arbitrary length, each
+    /// chunk folded into a model holding only the rows it names (a chunk may start
+    /// before the cursor: replays are ignored), equal the full fold and a rebuild.
+    #[test]
+    fn rows_built_in_chunks_equal_the_fold(
+        steps in prop::collection::vec(step(), 1..120),
+        chunks in prop::collection::vec((1usize..40, 0usize..3), 1..60),
+    ) {
+        let mut ledger = standard_tenant("acme", 6, "100000.00");
+        play(&mut ledger, &steps);
+        let events: &[Event] = &ledger.events;
+        let mut rows = Rows::default();
+        let mut at = 0;
+        for (length, overlap) in chunks.iter().cycle() {
+            if at >= events.len() {
+                break;
+            }
+            let from = at.saturating_sub(*overlap);
+            let to = (at + length).min(events.len());
+            rows.project(&events[from..to]);
+            at = to;
+        }
+        let fold = ReadModel::rebuild(events);
+        rows.same_as(&fold)?;
+        let mut rebuilt = Rows::default();
+        rebuilt.project(events);
+        rebuilt.same_as(&fold)?;
     }
 }
 
@@ -188,9 +190,10 @@ fn one_payout_through_every_gate() {
             payout: 0,
             actor,
             cents: 125_050,
+            request: true,
         })
         .collect();
-    let decided = run(&mut ledger, &steps);
+    let decided = play(&mut ledger, &steps);
     assert_eq!(decided, 6);
     let model = ReadModel::rebuild(&ledger.events);
     let row = &model.payouts.payouts[&id("po_0")];
@@ -220,4 +223,42 @@ fn one_payout_through_every_gate() {
         ("payout.approve", Outcome::Denied)
     );
     assert_eq!(last.actor.as_str(), "usr_ann");
+    assert_eq!(last.request_id.as_deref(), Some("req-5"));
+    assert_eq!(
+        model.audit.rows[model.audit.rows.len() - 6]
+            .request_id
+            .as_deref(),
+        Some("req-0")
+    );
+}
+
+/// The rows a page changes are exactly the rows its events name.
+#[test]
+fn a_page_reports_the_rows_it_touched() {
+    let mut ledger = standard_tenant("acme", 5, "100000.00");
+    let steps: Vec<Step> = [(0, 0, 0), (0, 1, 0), (1, 0, 1), (7, 0, 7)]
+        .iter()
+        .map(|&(action, payout, actor)| Step {
+            action,
+            payout,
+            actor,
+            cents: 1_000,
+            request: false,
+        })
+        .collect();
+    play(&mut ledger, &steps);
+    let (before, page) = ledger.events.split_at(ledger.events.len() - 4);
+    let mut model = ReadModel::rebuild(before);
+    let changes = model.apply_page(page);
+    assert_eq!(changes.seq, ledger.head.seq);
+    let payouts: Vec<&str> = changes.payouts.iter().map(|p| p.payout.as_str()).collect();
+    assert_eq!(payouts, ["po_0", "po_1"]);
+    let accounts: Vec<&str> = changes.balances.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(accounts, ["acct_ops"]);
+    assert_eq!(changes.audit.len(), 4);
+    assert_eq!(changes.policy, None);
+    // The audit rows moved out; a replay of the same page changes nothing.
+    let again = model.apply_page(page);
+    assert_eq!(again.audit.len(), 0);
+    assert!(again.payouts.is_empty() && again.balances.is_empty());
 }

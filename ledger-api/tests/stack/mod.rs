@@ -1,14 +1,14 @@
-//! One deployment for a black-box test: storage on SQLite or on a fresh PostgreSQL
-//! database, one or more `ledger-api serve` processes on it with extra flags, and their
-//! captured log (stdout and stderr, `RUST_LOG=debug`).
-#![allow(dead_code)]
+//! The deployment the black-box HTTP tests drive: the real `ledger-api` binary on
+//! SQLite (a temp dir) or PostgreSQL (a fresh database), people with their own
+//! credentials, a tenant with one person per role, and the helpers to act as them.
+#![allow(dead_code)] // Each test binary uses part of this.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
+use ledger_core::crypto::KeySet;
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::process::{free_port, BIN, MASTER_KEY};
@@ -19,34 +19,28 @@ pub enum Backend {
     Postgres,
 }
 
+/// One deployment: storage, a running server, its captured log.
 pub struct Stack {
-    dir: tempfile::TempDir,
-    storage: Vec<String>,
-    serve_args: Vec<String>,
-    servers: Vec<Child>,
-    /// The servers' base URLs, in start order.
-    pub bases: Vec<String>,
-    log: PathBuf,
-    pg: Option<(String, String)>,
+    pub dir: tempfile::TempDir,
+    pub storage: Vec<String>,
+    pub server: Option<Child>,
+    pub base: String,
+    pub log: PathBuf,
+    pub pg: Option<(String, String)>,
     pub client: reqwest::Client,
-}
-
-pub fn psql(url: &str, sql: &str) -> String {
-    let output = Command::new("psql")
-        .args([url, "-q", "-At", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        output.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    /// Extra `serve` arguments.
+    pub serve_args: Vec<String>,
+    /// More servers on the same storage ([`Stack::start_another`]).
+    pub others: Vec<Child>,
 }
 
 impl Stack {
-    /// Storage on `backend` and one server started with `serve_args`.
-    pub async fn new(backend: Backend, serve_args: &[&str]) -> Stack {
+    pub async fn new(backend: Backend) -> Stack {
+        Self::with_serve_args(backend, &[]).await
+    }
+
+    /// A deployment whose server runs with `serve_args` too.
+    pub async fn with_serve_args(backend: Backend, serve_args: &[&str]) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let (storage, pg) = match backend {
             Backend::Sqlite => (
@@ -60,7 +54,7 @@ impl Stack {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.subsec_nanos())
                     .unwrap_or_default();
-                let name = format!("ledger_hook_{}_{nanos}", std::process::id());
+                let name = format!("ledger_http_{}_{nanos}", std::process::id());
                 let url = format!("{}/{name}", &admin[..admin.rfind('/').expect("db in url")]);
                 psql(&admin, &format!("CREATE DATABASE {name}"));
                 let keys = dir.path().join("keys").display().to_string();
@@ -79,12 +73,13 @@ impl Stack {
         let mut stack = Stack {
             dir,
             storage,
-            serve_args: serve_args.iter().map(|s| (*s).to_owned()).collect(),
-            servers: Vec::new(),
-            bases: Vec::new(),
+            server: None,
+            base: String::new(),
             log,
             pg,
             client: reqwest::Client::new(),
+            serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
+            others: Vec::new(),
         };
         if stack.pg.is_some() {
             for step in [&["migrate"][..], &["keys", "generate"][..]] {
@@ -109,17 +104,36 @@ impl Stack {
             .expect("ledger-api")
     }
 
-    /// Starts one more server on the same storage; its index in `bases`.
-    pub async fn start(&mut self) -> usize {
+    /// Starts the server (again, after [`Stack::stop`]): the main one, at `base`.
+    pub async fn start(&mut self) {
+        let (child, base) = self.spawn().await;
+        self.server = Some(child);
+        self.base = base;
+    }
+
+    /// Starts one more server on the same storage; its base URL.
+    pub async fn start_another(&mut self) -> String {
+        let (child, base) = self.spawn().await;
+        self.others.push(child);
+        base
+    }
+
+    async fn spawn(&self) -> (Child, String) {
         let listen = format!("127.0.0.1:{}", free_port());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log");
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args(&self.storage)
-            .args(["serve", "--listen", &listen])
+            .args([
+                "serve",
+                "--listen",
+                &listen,
+                "--rate-sensitive-per-minute",
+                "1000",
+            ])
             .args(&self.serve_args)
             .env("LEDGER_MASTER_KEY", MASTER_KEY)
             .env("RUST_LOG", "debug")
@@ -127,7 +141,6 @@ impl Stack {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn");
-        self.servers.push(child);
         let base = format!("http://{listen}");
         for _ in 0..200 {
             if self
@@ -137,11 +150,12 @@ impl Stack {
                 .await
                 .is_ok()
             {
-                self.bases.push(base);
-                return self.bases.len() - 1;
+                return (child, base);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("the server did not start: {}", self.log_text());
     }
 
@@ -178,13 +192,15 @@ impl Stack {
         stderr
     }
 
-    /// `tenant create`, then the admin's redemption: the admin's API key.
-    pub async fn admin(&self, slug: &str) -> String {
-        self.redeem(&self.invite(slug)).await
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// `tenant create`: the admin's invite.
-    pub fn invite(&self, slug: &str) -> String {
+    pub fn tenant(&self, slug: &str) -> String {
         let output = self.cli(&["tenant", "create", slug, "--name", slug, "--admin", "Admin"]);
         assert!(
             output.status.success(),
@@ -195,8 +211,213 @@ impl Stack {
         answer["invite"].as_str().expect("invite").to_owned()
     }
 
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop();
+        for child in &mut self.others {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some((admin, name)) = &self.pg {
+            psql(
+                admin,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+        let _ = &self.dir;
+    }
+}
+
+/// Runs `sql` with psql; its unaligned, tuples-only output.
+pub fn psql(url: &str, sql: &str) -> String {
+    let output = Command::new("psql")
+        .args([url, "-q", "-At", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        output.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A person with their own credentials.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub key: String,
+    pub secret: Vec<u8>,
+    secret_b32: String,
+    pub last_step: u64,
+}
+
+impl User {
+    /// A code for a step the server has not seen for this user, within ±1 step.
+    pub fn code(&mut self) -> String {
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs()
+                / 30;
+            let step = (self.last_step + 1).max(now - 1);
+            if step <= now + 1 {
+                self.last_step = step;
+                return ledger_api::totp::code_at_step(&self.secret, step).expect("code");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// A wrong code (not the code of any step near now).
+    pub fn wrong_code(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            / 30;
+        let near: Vec<String> = (now - 2..=now + 2)
+            .map(|s| ledger_api::totp::code_at_step(&self.secret, s).expect("code"))
+            .collect();
+        (0..1_000_000)
+            .map(|n| format!("{n:06}"))
+            .find(|c| !near.contains(c))
+            .expect("a wrong code")
+    }
+}
+
+impl Stack {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        key: Option<&str>,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (status, _, body) = self.send(method, key, path, body, &[]).await;
+        (status, body)
+    }
+
+    /// A request with extra headers; the answer's status, headers and body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        key: Option<&str>,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Runs `sql` on the deployment's database as its owner, behind the service's back.
+    pub async fn owner_sql(&self, sql: &str) {
+        use sqlx::{Connection, Executor};
+        match &self.pg {
+            None => {
+                let path = self.dir.path().join("ledger.db");
+                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .expect("open sqlite");
+                conn.execute(sql).await.expect("sql");
+                conn.close().await.expect("close");
+            }
+            Some((admin, name)) => {
+                let url = format!("{}/{name}", &admin[..admin.rfind('/').expect("db in url")]);
+                let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+                conn.execute(sql).await.expect("sql");
+                conn.close().await.expect("close");
+            }
+        }
+    }
+
+    pub async fn post(&self, user: &User, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, Some(&user.key), path, Some(body))
+            .await
+    }
+
+    pub async fn get(&self, user: &User, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, Some(&user.key), path, None)
+            .await
+    }
+
+    pub async fn redeem(&self, invite: &str, confirm: bool) -> User {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                None,
+                "/v1/invites/redeem",
+                Some(json!({ "invite": invite })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let secret_b32 = body["totp_secret"].as_str().expect("secret").to_owned();
+        let secret = totp_rs::Secret::Encoded(secret_b32.clone())
+            .to_bytes()
+            .expect("base32");
+        let mut user = User {
+            id: body["user"].as_str().expect("user").to_owned(),
+            key: body["api_key"].as_str().expect("key").to_owned(),
+            secret,
+            secret_b32,
+            last_step: 0,
+        };
+        if confirm {
+            let code = user.code();
+            let (status, body) = self
+                .post(
+                    &user.clone(),
+                    "/v1/me/totp/confirm",
+                    json!({ "code": code }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        user
+    }
+
+    pub async fn invite_user(&self, admin: &User, name: &str, confirm: bool) -> User {
+        let (status, body) = self.post(admin, "/v1/users", json!({ "name": name })).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        self.redeem(body["invite"].as_str().expect("invite"), confirm)
+            .await
+    }
+}
+
+/// Helpers that act with a bare API key (and on any of the servers).
+impl Stack {
+    /// `tenant create`, then the admin's redemption: the admin's API key.
+    pub async fn admin(&self, slug: &str) -> String {
+        self.redeem_key(&self.tenant(slug)).await
+    }
+
     /// Redeems an invite: the API key.
-    pub async fn redeem(&self, invite: &str) -> String {
+    pub async fn redeem_key(&self, invite: &str) -> String {
         self.redemption(invite).await["api_key"]
             .as_str()
             .expect("key")
@@ -205,33 +426,30 @@ impl Stack {
 
     /// Redeems an invite: the whole answer (user, API key, TOTP secret).
     pub async fn redemption(&self, invite: &str) -> Value {
-        let (status, body, _) = self
+        let (status, body) = self
             .call(
-                0,
-                Method::POST,
+                reqwest::Method::POST,
                 None,
                 "/v1/invites/redeem",
                 Some(json!({ "invite": invite })),
-                None,
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
     }
 
-    /// A request to server `server`; the body parsed as JSON when it is.
-    pub async fn call(
+    /// A request to the server at `base`, with an optional `Idempotency-Key`; the body
+    /// parsed as JSON when it is.
+    pub async fn call_on(
         &self,
-        server: usize,
-        method: Method,
+        base: &str,
+        method: reqwest::Method,
         key: Option<&str>,
         path: &str,
         body: Option<Value>,
         idempotency_key: Option<&str>,
-    ) -> (StatusCode, Value, HeaderMap) {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.bases[server]));
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut request = self.client.request(method, format!("{base}{path}"));
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
@@ -252,27 +470,18 @@ impl Stack {
         )
     }
 
-    pub async fn post(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        let (status, body, _) = self
-            .call(0, Method::POST, Some(key), path, Some(body), None)
-            .await;
-        (status, body)
+    pub async fn post_key(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, Some(key), path, Some(body))
+            .await
     }
 
-    pub async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
-        let (status, body, _) = self.call(0, Method::GET, Some(key), path, None, None).await;
-        (status, body)
+    pub async fn get_key(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, Some(key), path, None).await
     }
 
-    pub async fn delete(&self, key: &str, path: &str) -> (StatusCode, Value) {
-        let (status, body, _) = self
-            .call(0, Method::DELETE, Some(key), path, None, None)
-            .await;
-        (status, body)
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    pub async fn delete_key(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::DELETE, Some(key), path, None)
+            .await
     }
 
     /// Everything the database holds beside the chain, as text (the SQLite files as
@@ -296,17 +505,166 @@ impl Stack {
     }
 }
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        for child in &mut self.servers {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some((admin, name)) = &self.pg {
-            psql(
-                admin,
-                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            );
-        }
+/// A tenant with one person per role, a funded EUR account and a payee.
+pub struct Org {
+    pub admin: User,
+    pub people: std::collections::BTreeMap<&'static str, User>,
+    pub account: String,
+    pub payee: String,
+    pub secrets: Vec<String>,
+}
+
+impl Org {
+    pub fn user(&mut self, name: &str) -> &mut User {
+        self.people.get_mut(name).expect("person")
     }
+}
+
+pub const CAST: [(&str, &str); 8] = [
+    ("ann", "requester"),
+    ("bob", "approver"),
+    ("bea", "approver"),
+    ("cat", "authorizer"),
+    ("dan", "executor"),
+    ("rex", "releaser"),
+    ("eve", "treasurer"),
+    ("aud", "auditor"),
+];
+pub const IBAN: &str = "DE89370400440532013000";
+
+pub async fn org(stack: &Stack, slug: &str) -> Org {
+    let invite = stack.tenant(slug);
+    let mut admin = stack.redeem(&invite, true).await;
+    let mut secrets = vec![invite, admin.key.clone(), admin.secret_b32.clone()];
+    let mut people = std::collections::BTreeMap::new();
+    for (name, _) in CAST {
+        let user = stack.invite_user(&admin, name, true).await;
+        secrets.extend([user.key.clone(), user.secret_b32.clone()]);
+        people.insert(name, user);
+    }
+    let grants: Vec<Value> = CAST
+        .iter()
+        .map(|(name, role)| json!({"user": people[name].id, "role": role}))
+        .collect();
+    let code = admin.code();
+    secrets.push(code.clone());
+    let (status, body) = stack
+        .post(&admin, "/v1/roles", json!({"grants": grants, "otp": code}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let eve = &people["eve"];
+    let (status, body) = stack
+        .post(
+            eve,
+            "/v1/accounts",
+            json!({"currency": "EUR", "name": "Ops"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let account = body["account"].as_str().expect("account").to_owned();
+    let (status, body) = stack
+        .post(
+            eve,
+            &format!("/v1/accounts/{account}/deposits"),
+            json!({"amount": "50000.00", "reference": "f"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = stack
+        .post(&admin, "/v1/payees", json!({"name": "Lark", "iban": IBAN}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["iban"], "DE**********3000");
+    let payee = body["payee"].as_str().expect("payee").to_owned();
+    Org {
+        admin,
+        people,
+        account,
+        payee,
+        secrets,
+    }
+}
+
+pub async fn request(stack: &Stack, org: &Org, amount: &str) -> String {
+    let (status, body) = stack
+        .post(
+            &org.people["ann"],
+            "/v1/payouts",
+            json!({"account": org.account, "payee": org.payee, "amount": amount, "currency": "EUR", "reference": "r"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "requested");
+    body["payout"].as_str().expect("payout").to_owned()
+}
+
+pub async fn act(
+    stack: &Stack,
+    org: &mut Org,
+    who: &str,
+    payout: &str,
+    action: &str,
+) -> (StatusCode, Value) {
+    let body = if matches!(action, "authorize" | "execute" | "release") {
+        let code = org.user(who).code();
+        org.secrets.push(code.clone());
+        json!({ "otp": code })
+    } else {
+        json!({})
+    };
+    let user = org.people[who].clone();
+    stack
+        .post(&user, &format!("/v1/payouts/{payout}/{action}"), body)
+        .await
+}
+
+pub async fn export(stack: &Stack, auditor: &User) -> (String, KeySet) {
+    let (status, keys) = stack.get(auditor, "/v1/ledger/keys").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut set = KeySet::new();
+    for record in keys["keys"].as_array().expect("keys") {
+        set.insert(serde_json::from_value(record.clone()).expect("key record"))
+            .expect("insert");
+    }
+    let response = stack
+        .client
+        .get(format!("{}/v1/audit/export", stack.base))
+        .bearer_auth(&auditor.key)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(response.status(), StatusCode::OK);
+    (response.text().await.expect("text"), set)
+}
+
+pub fn kinds(export: &str, kind: &str) -> Vec<Value> {
+    export
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["type"] == "event" && l["event"]["kind"] == kind)
+        .map(|l| l["event"].clone())
+        .collect()
+}
+
+/// Generates `sqlite::NAME` and `postgres::NAME` tests from `async fn NAME(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
 }

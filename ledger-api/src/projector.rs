@@ -1,0 +1,239 @@
+//! The projector: keeps every tenant's persisted projections (balances, the payouts view,
+//! the audit view) current, and lets reads wait until they reflect a seq.
+//!
+//! `serve` starts it ([`Projector::start`]). One task per tenant repeats the store's
+//! projector step ([`Store::project_next`]: the next page of events after the cursor,
+//! folded, rows and cursor written in one transaction with a compare-and-set on the
+//! cursor) until it is caught up, then sleeps until this process's writer commits for
+//! the tenant ([`Writers::watch`]), a read asks for a seq not yet reflected, or
+//! [`POLL`] passes (another process sharing the database may have committed). A lost
+//! compare-and-set means another process projected first: the step is simply taken
+//! again from the cursor it left. A supervisor finds new tenants every
+//! [`TENANTS_POLL`].
+//!
+//! Reads answer from the tables, with the cursor read in the same snapshot, and only
+//! once it reaches the seq they need ([`Projector::read_at_least`]): bounded waiting,
+//! then `503` with Retry-After rather than stale data.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ledger_core::ids::TenantId;
+use ledger_store::{ProjectStep, Reflected, Store, StoreError};
+use tokio::sync::{watch, Notify, Semaphore};
+
+use crate::error::ApiError;
+use crate::writer::Writers;
+
+/// Events folded per projector transaction.
+pub const PAGE_EVENTS: u32 = 1000;
+/// How often an idle tenant's projector looks for other processes' commits.
+pub const POLL: Duration = Duration::from_secs(1);
+/// How often the supervisor looks for tenants it has no projector for.
+pub const TENANTS_POLL: Duration = Duration::from_secs(5);
+/// Pause after a store failure before the projector tries again.
+const RETRY: Duration = Duration::from_secs(1);
+/// The longest a waiting read sleeps between two looks at the store.
+const READ_POLL: Duration = Duration::from_millis(50);
+/// Projector steps running at once in this process, whatever the number of tenants: a
+/// burst of commits across many tenants must not take every pooled connection from the
+/// readers and writers (and on SQLite the steps serialise on the write lock anyway).
+pub const STEPS_CONCURRENT_MAX: usize = 2;
+
+/// One tenant's projector, as the readers see it.
+#[derive(Clone)]
+struct Handle {
+    /// Wakes the projector (a read is waiting).
+    nudge: Arc<Notify>,
+    /// The cursor the projector last wrote or found.
+    projected: watch::Receiver<u64>,
+}
+
+struct Inner {
+    store: Store,
+    writers: Writers,
+    started: AtomicBool,
+    tenants: Mutex<HashMap<TenantId, Handle>>,
+    steps: Arc<Semaphore>,
+}
+
+/// The projector of this process.
+#[derive(Clone)]
+pub struct Projector {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector").finish_non_exhaustive()
+    }
+}
+
+impl Projector {
+    /// A projector over `store`, woken by `writers`' commits; idle until started.
+    pub fn new(store: Store, writers: Writers) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                writers,
+                started: AtomicBool::new(false),
+                tenants: Mutex::new(HashMap::new()),
+                steps: Arc::new(Semaphore::new(STEPS_CONCURRENT_MAX)),
+            }),
+        }
+    }
+
+    /// Starts the supervisor, which starts a projector for every tenant (and for new
+    /// ones as they appear).
+    pub fn start(&self) {
+        if self.inner.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let projector = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match projector.inner.store.indexed_tenants().await {
+                    Ok(tenants) => {
+                        for tenant in tenants {
+                            projector.handle(&tenant);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "projector: cannot list tenants");
+                    }
+                }
+                tokio::time::sleep(TENANTS_POLL).await;
+            }
+        });
+    }
+
+    /// The tenant's projector, started on first use (once the projector is started).
+    fn handle(&self, tenant: &TenantId) -> Option<Handle> {
+        if !self.inner.started.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut tenants = match self.inner.tenants.lock() {
+            Ok(tenants) => tenants,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(handle) = tenants.get(tenant) {
+            return Some(handle.clone());
+        }
+        let (sender, projected) = watch::channel(0);
+        let handle = Handle {
+            nudge: Arc::new(Notify::new()),
+            projected,
+        };
+        tokio::spawn(run_tenant(
+            self.inner.store.clone(),
+            Arc::clone(&self.inner.steps),
+            tenant.clone(),
+            self.inner.writers.watch(tenant),
+            Arc::clone(&handle.nudge),
+            sender,
+        ));
+        tenants.insert(tenant.clone(), handle.clone());
+        Some(handle)
+    }
+
+    /// Runs `read` until the projection it answers from reflects at least `min_seq`,
+    /// waking the tenant's projector and waiting at most `wait`; then
+    /// [`ApiError::ProjectionBehind`].
+    pub async fn read_at_least<T, F, Fut>(
+        &self,
+        tenant: &TenantId,
+        min_seq: u64,
+        wait: Duration,
+        mut read: F,
+    ) -> Result<Reflected<T>, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Reflected<T>, StoreError>>,
+    {
+        let deadline = Instant::now() + wait;
+        let handle = self.handle(tenant);
+        let mut projected = handle.as_ref().map(|h| h.projected.clone());
+        loop {
+            let answer = read().await?;
+            if answer.seq >= min_seq {
+                return Ok(answer);
+            }
+            if let Some(handle) = &handle {
+                handle.nudge.notify_one();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ApiError::ProjectionBehind {
+                    reflected: answer.seq,
+                });
+            }
+            // This process's projector moving wakes us at once; another process's (on a
+            // shared database) is seen at the next look.
+            let pause = left.min(READ_POLL);
+            match projected.as_mut() {
+                Some(receiver) => {
+                    if let Ok(Err(_closed)) = tokio::time::timeout(pause, receiver.changed()).await
+                    {
+                        projected = None;
+                    }
+                }
+                None => tokio::time::sleep(pause).await,
+            }
+        }
+    }
+}
+
+/// Waits for the writer's next commit; forever once the writer is gone.
+async fn commit(commits: &mut watch::Receiver<u64>) {
+    if commits.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn run_tenant(
+    store: Store,
+    steps: Arc<Semaphore>,
+    tenant: TenantId,
+    mut commits: watch::Receiver<u64>,
+    nudge: Arc<Notify>,
+    projected: watch::Sender<u64>,
+) {
+    loop {
+        let step = {
+            let Ok(_permit) = steps.acquire().await else {
+                return; // the projector is gone
+            };
+            store.project_next(&tenant, PAGE_EVENTS).await
+        };
+        match step {
+            Ok(ProjectStep::Advanced { to, .. }) => {
+                projected.send_replace(to);
+                continue;
+            }
+            Ok(ProjectStep::Lost) => {
+                tracing::debug!(tenant = %tenant, "projector: another process projected first");
+                continue;
+            }
+            Ok(ProjectStep::CaughtUp { seq }) => {
+                projected.send_if_modified(|known| {
+                    let moved = *known != seq;
+                    *known = seq;
+                    moved
+                });
+            }
+            Err(error) => {
+                tracing::warn!(tenant = %tenant, error = %error, "projector: step failed; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            () = commit(&mut commits) => {}
+            () = nudge.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
