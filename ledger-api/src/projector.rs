@@ -2,9 +2,10 @@
 //! the audit view) current, and lets reads wait until they reflect a seq.
 //!
 //! `serve` starts it ([`Projector::start`]). One task per tenant repeats the store's
-//! projector step ([`Store::project_next`]: the next page of events after the cursor,
-//! folded, rows and cursor written in one transaction with a compare-and-set on the
-//! cursor) until it is caught up, then sleeps until this process's writer commits for
+//! projector step (the next page of events after the cursor, folded, rows and cursor
+//! written in one transaction with a compare-and-set on the cursor) until it is caught
+//! up — the steps that tenants ask for at the same moment are taken together, in one
+//! transaction ([`Store::project_many`]), so that many busy tenants cost few commits — then sleeps until this process's writer commits for
 //! the tenant ([`Writers::watch`]), a read asks for a seq not yet reflected, or
 //! [`POLL`] passes (another process sharing the database may have committed). A lost
 //! compare-and-set means another process projected first: the step is simply taken
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use ledger_core::ids::TenantId;
 use ledger_store::{ProjectStep, Reflected, Store, StoreError};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 
 use crate::error::ApiError;
 use crate::writer::Writers;
@@ -38,10 +39,48 @@ pub const TENANTS_POLL: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(1);
 /// The longest a waiting read sleeps between two looks at the store.
 const READ_POLL: Duration = Duration::from_millis(50);
-/// Projector steps running at once in this process, whatever the number of tenants: a
-/// burst of commits across many tenants must not take every pooled connection from the
-/// readers and writers (and on SQLite the steps serialise on the write lock anyway).
-pub const STEPS_CONCURRENT_MAX: usize = 2;
+/// Most tenants stepped in one transaction.
+pub const STEP_GROUP_MAX: usize = 128;
+/// The shortest time between two grouped steps: under a stream of commits, tenants that
+/// need a step gather for this long, so that the projector's commits (and, on SQLite,
+/// its turns at the one write lock) stay few beside the writers'.
+pub const STEP_INTERVAL_MIN: Duration = Duration::from_millis(10);
+
+type StepJob = (
+    TenantId,
+    tokio::sync::oneshot::Sender<Result<ProjectStep, StoreError>>,
+);
+
+/// Takes the steps every tenant's projector asks for and runs all those waiting at that
+/// moment in ONE transaction ([`Store::project_many`]), at most one group at a time.
+async fn step_groups(store: Store, mut jobs: tokio::sync::mpsc::Receiver<StepJob>) {
+    while let Some(first) = jobs.recv().await {
+        let started = tokio::time::Instant::now();
+        let mut group = vec![first];
+        while group.len() < STEP_GROUP_MAX {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let (tenants, replies): (Vec<TenantId>, Vec<_>) = group.into_iter().unzip();
+        match store.project_many(&tenants, PAGE_EVENTS).await {
+            Ok(steps) => {
+                for (reply, step) in replies.into_iter().zip(steps) {
+                    let _ = reply.send(Ok(step));
+                }
+            }
+            Err(error) => {
+                let text = error.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Interrupted));
+                }
+                tracing::warn!(error = %text, "projector: grouped step failed");
+            }
+        }
+        tokio::time::sleep_until(started + STEP_INTERVAL_MIN).await;
+    }
+}
 
 /// One tenant's projector, as the readers see it.
 #[derive(Clone)]
@@ -57,7 +96,8 @@ struct Inner {
     writers: Writers,
     started: AtomicBool,
     tenants: Mutex<HashMap<TenantId, Handle>>,
-    steps: Arc<Semaphore>,
+    steps: tokio::sync::mpsc::Sender<StepJob>,
+    step_jobs: Mutex<Option<tokio::sync::mpsc::Receiver<StepJob>>>,
 }
 
 /// The projector of this process.
@@ -75,13 +115,15 @@ impl std::fmt::Debug for Projector {
 impl Projector {
     /// A projector over `store`, woken by `writers`' commits; idle until started.
     pub fn new(store: Store, writers: Writers) -> Self {
+        let (steps, step_jobs) = tokio::sync::mpsc::channel(STEP_GROUP_MAX * 4);
         Self {
             inner: Arc::new(Inner {
                 store,
                 writers,
                 started: AtomicBool::new(false),
                 tenants: Mutex::new(HashMap::new()),
-                steps: Arc::new(Semaphore::new(STEPS_CONCURRENT_MAX)),
+                steps,
+                step_jobs: Mutex::new(Some(step_jobs)),
             }),
         }
     }
@@ -91,6 +133,13 @@ impl Projector {
     pub fn start(&self) {
         if self.inner.started.swap(true, Ordering::SeqCst) {
             return;
+        }
+        let step_jobs = match self.inner.step_jobs.lock() {
+            Ok(mut jobs) => jobs.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(step_jobs) = step_jobs {
+            tokio::spawn(step_groups(self.inner.store.clone(), step_jobs));
         }
         let projector = self.clone();
         tokio::spawn(async move {
@@ -128,8 +177,7 @@ impl Projector {
             projected,
         };
         tokio::spawn(run_tenant(
-            self.inner.store.clone(),
-            Arc::clone(&self.inner.steps),
+            self.inner.steps.clone(),
             tenant.clone(),
             self.inner.writers.watch(tenant),
             Arc::clone(&handle.nudge),
@@ -194,19 +242,19 @@ async fn commit(commits: &mut watch::Receiver<u64>) {
 }
 
 async fn run_tenant(
-    store: Store,
-    steps: Arc<Semaphore>,
+    steps: tokio::sync::mpsc::Sender<StepJob>,
     tenant: TenantId,
     mut commits: watch::Receiver<u64>,
     nudge: Arc<Notify>,
     projected: watch::Sender<u64>,
 ) {
     loop {
-        let step = {
-            let Ok(_permit) = steps.acquire().await else {
-                return; // the projector is gone
-            };
-            store.project_next(&tenant, PAGE_EVENTS).await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if steps.send((tenant.clone(), reply)).await.is_err() {
+            return; // the projector is gone
+        }
+        let Ok(step) = answer.await else {
+            return;
         };
         match step {
             Ok(ProjectStep::Advanced { to, .. }) => {

@@ -141,6 +141,25 @@ impl Store {
         .await
     }
 
+    /// One projector step for each of `tenants` (see [`Store::project_next`]), all in ONE
+    /// transaction (one commit for every tenant's rows and cursor), tenants in a fixed
+    /// order; each tenant's outcome in the order given. A tenant whose compare-and-set
+    /// is lost writes nothing ([`ProjectStep::Lost`]); an `Err` means nothing was written.
+    pub async fn project_many(
+        &self,
+        tenants: &[TenantId],
+        limit: u32,
+    ) -> Result<Vec<ProjectStep>, StoreError> {
+        let (store, tenants) = (self.clone(), tenants.to_vec());
+        detached(async move {
+            match store {
+                Store::Sqlite(s) => on_sqlite::project_many(&s, &tenants, limit).await,
+                Store::Postgres(s) => on_postgres::project_many(&s, &tenants, limit).await,
+            }
+        })
+        .await
+    }
+
     /// Clears `tenant`'s projection rows and folds its chain from seq 1, in one
     /// transaction. Returns the seq the rows now reflect.
     pub async fn rebuild_projection(&self, tenant: &TenantId) -> Result<u64, StoreError> {
@@ -973,6 +992,60 @@ mod on_sqlite {
         })
     }
 
+    pub(super) async fn project_many(
+        store: &SqliteStore,
+        tenants: &[TenantId],
+        limit: u32,
+    ) -> Result<Vec<ProjectStep>, StoreError> {
+        check_limit(limit)?;
+        let mut steps: Vec<Option<ProjectStep>> = tenants.iter().map(|_| None).collect();
+        // Look before taking the write lock, as project_next does.
+        let mut pending = Vec::new();
+        let mut look = store.pool().begin().await?;
+        for (index, tenant) in tenants.iter().enumerate() {
+            let seq = cursor_in(&mut look, tenant).await?.map_or(0, |c| c.0);
+            let next: Option<(i64,)> =
+                sqlx::query_as("SELECT seq FROM events WHERE tenant_id = $1 AND seq > $2 LIMIT 1")
+                    .bind(tenant.as_str())
+                    .bind(seq_to_db(seq))
+                    .fetch_optional(&mut *look)
+                    .await?;
+            match next {
+                Some(_) => pending.push(index),
+                None => steps[index] = Some(ProjectStep::CaughtUp { seq }),
+            }
+        }
+        look.commit().await?;
+        if !pending.is_empty() {
+            pending.sort_by(|a, b| tenants[*a].as_str().cmp(tenants[*b].as_str()));
+            let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+            for index in pending {
+                let tenant = &tenants[index];
+                let cursor = cursor_in(&mut tx, tenant).await?;
+                let (seq, policy) = cursor.clone().unwrap_or_default();
+                let events = events_in(&mut tx, tenant, seq, limit).await?;
+                let Some(last) = events.last().map(|e| e.seq) else {
+                    steps[index] = Some(ProjectStep::CaughtUp { seq });
+                    continue;
+                };
+                if !move_cursor_in(&mut tx, tenant, cursor.map(|c| c.0), last).await? {
+                    steps[index] = Some(ProjectStep::Lost);
+                    continue;
+                }
+                apply_in(&mut tx, tenant, seq, policy, &events).await?;
+                steps[index] = Some(ProjectStep::Advanced {
+                    to: last,
+                    events: events.len(),
+                });
+            }
+            tx.commit().await?;
+        }
+        Ok(steps
+            .into_iter()
+            .map(|step| step.unwrap_or(ProjectStep::Lost))
+            .collect())
+    }
+
     pub(super) async fn rebuild(store: &SqliteStore, tenant: &TenantId) -> Result<u64, StoreError> {
         let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
@@ -1519,6 +1592,48 @@ mod on_postgres {
             to: last,
             events: events.len(),
         })
+    }
+
+    pub(super) async fn project_many(
+        store: &PostgresStore,
+        tenants: &[TenantId],
+        limit: u32,
+    ) -> Result<Vec<ProjectStep>, StoreError> {
+        check_limit(limit)?;
+        let mut steps: Vec<Option<ProjectStep>> = tenants.iter().map(|_| None).collect();
+        // Tenants in a fixed order: two processes' transactions lock cursor rows in the
+        // same order and cannot deadlock.
+        let mut order: Vec<usize> = (0..tenants.len()).collect();
+        order.sort_by(|a, b| tenants[*a].as_str().cmp(tenants[*b].as_str()));
+        let mut tx = store.pool().begin().await?;
+        for index in order {
+            let tenant = &tenants[index];
+            sqlx::query(SCOPE)
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+            let cursor = cursor_in(&mut tx, tenant).await?;
+            let (seq, policy) = cursor.clone().unwrap_or_default();
+            let events = events_in(&mut tx, tenant, seq, limit).await?;
+            let Some(last) = events.last().map(|e| e.seq) else {
+                steps[index] = Some(ProjectStep::CaughtUp { seq });
+                continue;
+            };
+            if !move_cursor_in(&mut tx, tenant, cursor.map(|c| c.0), last).await? {
+                steps[index] = Some(ProjectStep::Lost);
+                continue;
+            }
+            apply_in(&mut tx, tenant, seq, policy, &events).await?;
+            steps[index] = Some(ProjectStep::Advanced {
+                to: last,
+                events: events.len(),
+            });
+        }
+        tx.commit().await?;
+        Ok(steps
+            .into_iter()
+            .map(|step| step.unwrap_or(ProjectStep::Lost))
+            .collect())
     }
 
     pub(super) async fn rebuild(

@@ -228,6 +228,46 @@ async fn racing_projectors_and_a_rebuild_agree(db: Arc<TestDb>) {
     check_rows(&rows, &ledger, decided, setup).expect("rows agree with the fold");
 }
 
+/// Grouped steps: several tenants projected together, in one transaction per step, by
+/// two pools (as two processes) at once, each naming the tenants in another order. Every
+/// tenant's rows end up those of its fold.
+async fn grouped_steps_over_many_tenants_agree_with_the_fold(db: Arc<TestDb>) {
+    let scenarios: Vec<(Ledger, usize)> = (0..5u8)
+        .map(|n| scenario(&format!("t{n}"), n + 1, 40 + usize::from(n) * 25))
+        .collect();
+    for (ledger, _) in &scenarios {
+        append_in_batches(&db.store, ledger, &[7, 3, 11]).await;
+    }
+    let tenants: Vec<TenantId> = scenarios.iter().map(|(l, _)| l.tenant.clone()).collect();
+    let other = db.another_store().await;
+    let run = |store: Store, mut tenants: Vec<TenantId>, limit: u32| {
+        tokio::spawn(async move {
+            loop {
+                let steps = store.project_many(&tenants, limit).await.expect("project");
+                assert_eq!(steps.len(), tenants.len());
+                if steps
+                    .iter()
+                    .all(|step| matches!(step, ProjectStep::CaughtUp { .. }))
+                {
+                    return;
+                }
+                tenants.rotate_left(1);
+            }
+        })
+    };
+    let mut reversed = tenants.clone();
+    reversed.reverse();
+    let first = run(db.store.clone(), tenants.clone(), 4);
+    let second = run(other, reversed, 9);
+    first.await.expect("first");
+    second.await.expect("second");
+    for (ledger, decided) in &scenarios {
+        let rows = db.store.projected_rows(&ledger.tenant).await.expect("rows");
+        let setup = ledger.events.len() - decided;
+        check_rows(&rows, ledger, *decided, setup).expect("rows agree with the fold");
+    }
+}
+
 /// The read queries: filters, cursors, and the seq each answer reflects.
 async fn reads_filter_and_page(db: Arc<TestDb>) {
     let (ledger, _) = scenario("acme", 5, 200);
@@ -431,7 +471,11 @@ async fn postgres_service_role_projects_only_its_tenant(db: Arc<TestDb>) {
     assert_eq!(db.store.projection_seq(&beta.tenant).await.expect("seq"), 0);
 }
 
-on_both_backends!(racing_projectors_and_a_rebuild_agree, reads_filter_and_page);
+on_both_backends!(
+    racing_projectors_and_a_rebuild_agree,
+    grouped_steps_over_many_tenants_agree_with_the_fold,
+    reads_filter_and_page
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_service_role_sees_only_its_tenants_projection() {
