@@ -28,6 +28,9 @@ use crate::reader::{Chunk, ChunkReader};
 pub const CHUNK_BYTES: usize = 4 << 20;
 /// Chunks parsed ahead of the verifier.
 const CHUNKS_AHEAD: usize = 2;
+/// Most event hashes kept while pass 1 has not yet said which seqs checkpoints name (about
+/// 48 MiB); past it pass 2 waits for pass 1.
+const HASHES_PENDING_MAX: usize = 1 << 20;
 /// Fewest proofs worth a batch of their own.
 const PROOFS_PER_BATCH_MIN: usize = 64;
 
@@ -71,15 +74,24 @@ fn open(path: &Path) -> Result<File, Error> {
 
 /// Pass 1: the seqs that checkpoint lines name. Lines that do not parse are left for
 /// pass 2 to report, in order.
-fn checkpoint_seqs(path: &Path, chunk_bytes: usize) -> Result<Vec<u64>, Error> {
+fn checkpoint_seqs(file: File, path: &Path, chunk_bytes: usize) -> Result<Vec<u64>, Error> {
     let finder = memchr::memmem::Finder::new(b"checkpoint");
-    let mut reader = ChunkReader::new(open(path)?, path, chunk_bytes);
+    let mut reader = ChunkReader::new(file, path, chunk_bytes);
     let mut seqs = Vec::new();
     while let Some(chunk) = reader.next_chunk()? {
-        for (_, line) in chunk.lines() {
+        // Only lines that contain the word can be checkpoints: search the whole chunk for
+        // it, and look at just those lines (each once).
+        let data: &[u8] = &chunk.data;
+        let mut from = 0;
+        while let Some(found) = finder.find(&data[from..]) {
+            let at = from + found;
+            let start = memchr::memrchr(b'\n', &data[..at]).map_or(0, |i| i + 1);
+            let end = memchr::memchr(b'\n', &data[at..]).map_or(data.len(), |i| at + i);
+            let line = &data[start..end];
+            from = end;
             // Canonical event lines start with their envelope (`"event"` sorts before
             // `"type"`); only other lines can be checkpoints.
-            if line.starts_with(b"{\"event\":") || finder.find(line).is_none() {
+            if line.starts_with(b"{\"event\":") {
                 continue;
             }
             let Ok(text) = std::str::from_utf8(line) else {
@@ -89,6 +101,7 @@ fn checkpoint_seqs(path: &Path, chunk_bytes: usize) -> Result<Vec<u64>, Error> {
                 seqs.push(checkpoint.seq);
             }
         }
+        reader.recycle(chunk);
     }
     Ok(seqs)
 }
@@ -156,23 +169,39 @@ fn prepare(chunk: &Chunk, keys: &mut KeySet, pinned: bool) -> Prepared {
 }
 
 /// Verifies the export at `path`.
+///
+/// Pass 1 runs on its own thread, beside pass 2: until its checkpoint seqs arrive the
+/// verifier keeps every event hash, then only the ones checkpoints name. Should pass 2 get
+/// [`HASHES_PENDING_MAX`] hashes ahead, it waits for pass 1, so memory stays bounded. A
+/// failure of pass 1 is reported before anything pass 2 found, as when the passes ran one
+/// after the other.
 pub fn verify_file(path: &Path, options: Options) -> Result<Report, Error> {
     let chunk_bytes = options.chunk_bytes;
-    let seqs = checkpoint_seqs(path, chunk_bytes)?;
+    let pass_one_file = open(path)?;
     let file = open(path)?;
     let mut verifier = Verifier::new(options.pinned.clone());
-    verifier.expect_checkpoints(seqs);
     let pinned = options.pinned.is_some();
     let mut keys = options.pinned.unwrap_or_default();
     let progress = options.progress;
 
     std::thread::scope(|scope| {
+        let pass_one = scope.spawn(move || checkpoint_seqs(pass_one_file, path, chunk_bytes));
         let (sender, receiver) = mpsc::sync_channel::<Result<Prepared, Error>>(CHUNKS_AHEAD);
+        // Verified lines go back to the reader thread to be freed there, off the
+        // sequential stage.
+        let (done_sender, done_receiver) = mpsc::channel::<(Vec<Parsed>, SignatureCache)>();
         scope.spawn(move || {
             let mut reader = ChunkReader::new(file, path, chunk_bytes);
             loop {
+                while let Ok(done) = done_receiver.try_recv() {
+                    drop(done);
+                }
                 let next = match reader.next_chunk() {
-                    Ok(Some(chunk)) => Ok(prepare(&chunk, &mut keys, pinned)),
+                    Ok(Some(chunk)) => {
+                        let prepared = prepare(&chunk, &mut keys, pinned);
+                        reader.recycle(chunk);
+                        Ok(prepared)
+                    }
                     Ok(None) => break,
                     Err(e) => Err(e),
                 };
@@ -182,18 +211,64 @@ pub fn verify_file(path: &Path, options: Options) -> Result<Report, Error> {
                 }
             }
         });
-        for prepared in receiver {
-            let prepared = prepared?;
-            for line in prepared.lines {
-                if let Some((number, parsed)) = line? {
-                    verifier.push(number, parsed, &prepared.cache)?;
+        let mut pass_one = Some(pass_one);
+        let mut pass_one_failed = None;
+        let pass_two = (|| {
+            for prepared in receiver {
+                let mut prepared = prepared?;
+                let mut lines = std::mem::take(&mut prepared.lines);
+                for line in lines.iter_mut() {
+                    match std::mem::replace(line, Ok(None)) {
+                        Ok(Some((number, ExportLine::Event(parsed)))) => {
+                            verifier.push_event_line(number, &parsed, &prepared.cache)?;
+                            *line = Ok(Some((number, ExportLine::Event(parsed))));
+                        }
+                        Ok(Some((number, parsed))) => {
+                            verifier.push(number, parsed, &prepared.cache)?
+                        }
+                        Ok(None) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                // The reader thread may have stopped; then the lines are freed here.
+                let _ = done_sender.send((lines, prepared.cache));
+                if let Some(progress) = &progress {
+                    progress.inc(prepared.bytes);
+                }
+                let finished = pass_one.as_ref().is_some_and(|p| p.is_finished());
+                if finished || verifier.hashes_kept() > HASHES_PENDING_MAX {
+                    if let Some(handle) = pass_one.take() {
+                        match join(handle) {
+                            Ok(seqs) => verifier.expect_checkpoints(seqs),
+                            Err(e) => {
+                                pass_one_failed = Some(e);
+                                return Ok(());
+                            }
+                        }
+                    }
                 }
             }
-            if let Some(progress) = &progress {
-                progress.inc(prepared.bytes);
-            }
+            Ok::<(), Error>(())
+        })();
+        // Pass 1's failure first: it reads the whole file, and used to run first.
+        if let Some(e) = pass_one_failed {
+            return Err(e);
         }
+        if let Some(handle) = pass_one {
+            let seqs = join(handle)?;
+            verifier.expect_checkpoints(seqs);
+        }
+        pass_two?;
         Ok::<(), Error>(())
     })?;
     Ok(verifier.finish()?)
+}
+
+fn join(
+    handle: std::thread::ScopedJoinHandle<'_, Result<Vec<u64>, Error>>,
+) -> Result<Vec<u64>, Error> {
+    match handle.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }

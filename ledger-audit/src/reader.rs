@@ -23,16 +23,15 @@ pub struct Chunk {
 impl Chunk {
     /// The lines with their 1-based numbers, without their `\n`.
     pub fn lines(&self) -> impl Iterator<Item = (usize, &[u8])> {
-        let data = self.data.strip_suffix(b"\n").unwrap_or(&self.data);
-        let count = if self.data.is_empty() {
-            0
-        } else {
-            memchr::memchr_iter(b'\n', data).count() + 1
-        };
-        data.split(|b| *b == b'\n')
-            .take(count)
-            .enumerate()
-            .map(move |(i, line)| (self.first_line + i, line))
+        let data: &[u8] = &self.data;
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\n', data)
+            .chain((!data.is_empty() && !data.ends_with(b"\n")).then_some(data.len()));
+        ends.enumerate().map(move |(i, end)| {
+            let line = &data[start..end];
+            start = end + 1;
+            (self.first_line + i, line)
+        })
     }
 }
 
@@ -43,6 +42,7 @@ pub struct ChunkReader<R> {
     path: PathBuf,
     chunk_bytes: usize,
     pending: Vec<u8>,
+    spare: Option<Vec<u8>>,
     next_line: usize,
     eof: bool,
 }
@@ -55,6 +55,7 @@ impl<R: Read> ChunkReader<R> {
             path: path.to_owned(),
             chunk_bytes: chunk_bytes.max(1),
             pending: Vec::new(),
+            spare: None,
             next_line: 1,
             eof: false,
         }
@@ -109,14 +110,29 @@ impl<R: Read> ChunkReader<R> {
         if cut == 0 {
             return Ok(None);
         }
-        // The next chunk's buffer, sized once, starts with this one's partial last line.
-        let mut next = Vec::with_capacity(self.chunk_bytes + 2 * READ_BLOCK);
+        // The next chunk's buffer, sized once (or a chunk given back), starts with this
+        // one's partial last line.
+        let mut next = match self.spare.take() {
+            Some(mut spare) => {
+                spare.clear();
+                spare
+            }
+            None => Vec::with_capacity(self.chunk_bytes + 2 * READ_BLOCK),
+        };
         next.extend_from_slice(&self.pending[cut..]);
         self.pending.truncate(cut);
         let data = std::mem::replace(&mut self.pending, next);
         let first_line = self.next_line;
         self.next_line += memchr::memchr_iter(b'\n', &data).count();
         Ok(Some(Chunk { first_line, data }))
+    }
+
+    /// Takes back the buffer of a chunk that is done with, for a later chunk: its pages are
+    /// already mapped, so the kernel does not zero fresh ones for every chunk.
+    pub fn recycle(&mut self, chunk: Chunk) {
+        if chunk.data.capacity() >= self.chunk_bytes {
+            self.spare = Some(chunk.data);
+        }
     }
 
     /// Refuses a line that has grown past the limit without a newline, before reading

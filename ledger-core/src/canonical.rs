@@ -282,7 +282,9 @@ pub fn is_canonical(text: &str) -> bool {
     scan_value(bytes, &mut position, 0) && position == bytes.len()
 }
 
-fn scan_value(b: &[u8], position: &mut usize, depth: usize) -> bool {
+/// Scans one canonical value of `b` from `position` (advanced past it); `false` as for
+/// [`is_canonical`].
+pub(crate) fn scan_value(b: &[u8], position: &mut usize, depth: usize) -> bool {
     if depth > NESTING_DEPTH_MAX {
         return false;
     }

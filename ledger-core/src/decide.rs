@@ -192,6 +192,15 @@ pub fn decide(
     command: &Command,
     ctx: &Context<'_>,
 ) -> Result<Vec<EventBody>, Rejection> {
+    decide_one(state, command, ctx).map(|body| vec![body])
+}
+
+/// [`decide`] for the one event every command produces (the verifier's form: no vector).
+pub(crate) fn decide_one(
+    state: &TenantState,
+    command: &Command,
+    ctx: &Context<'_>,
+) -> Result<EventBody, Rejection> {
     if ctx.tenant != &state.tenant {
         return Err(Rejection::NotFound { what: "tenant" });
     }
@@ -205,10 +214,10 @@ pub fn decide(
                 "a tenant needs a first administrator",
             ));
         }
-        return Ok(vec![EventBody::TenantCreated(TenantCreated {
+        return Ok(EventBody::TenantCreated(TenantCreated {
             name: name.clone(),
             admin: admin.clone(),
-        })]);
+        }));
     }
     if !state.created {
         return Err(Rejection::NotFound { what: "tenant" });
@@ -608,7 +617,7 @@ pub fn decide(
             })
         }
     };
-    Ok(vec![body])
+    Ok(body)
 }
 
 fn return_hold(open: &OpenPayout) -> Vec<crate::event::Posting> {

@@ -515,7 +515,7 @@ pub type ExtraData = serde_json::Map<String, Value>;
 
 /// An event read from outside: the envelope as claimed, the hash recomputed from its
 /// canonical bytes, and the typed body (or why the data does not fit its kind).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedEvent {
     /// The envelope; `event.hash` is the hash the text claims.
     pub event: Event,
@@ -817,6 +817,157 @@ impl<'de> serde::de::Visitor<'de> for StringField<'_> {
     }
 }
 
+/// The start of an export event line as [`crate::verify::lines::event`] writes it.
+const CANONICAL_LINE_HEAD: &[u8] = b"{\"event\":{\"actor\":\"";
+/// The end of the envelope (`,"v":1}`) and of the line.
+const CANONICAL_LINE_TAIL: &[u8] = b",\"v\":1},\"type\":\"event\"}";
+/// `2026-11-22T10:15:30.123456Z`: the only form [`Timestamp::parse`] accepts.
+const TIMESTAMP_LENGTH: usize = 27;
+/// 64 lowercase hex digits: the only form [`Hash::parse`] accepts.
+const HASH_HEX_LENGTH: usize = 64;
+/// A hyphenated UUID: the only form [`EventId::parse`] accepts.
+const EVENT_ID_LENGTH: usize = 36;
+/// `{"event":`, before the envelope.
+const CANONICAL_LINE_BEFORE_ENVELOPE: usize = 9;
+/// `,"type":"event"}`, after the envelope.
+const CANONICAL_LINE_AFTER_ENVELOPE: usize = 16;
+
+/// A cursor over an export line for [`Event::parse_canonical_line`].
+struct LineCursor<'a> {
+    text: &'a str,
+    position: usize,
+}
+
+impl<'a> LineCursor<'a> {
+    fn literal(&mut self, literal: &[u8]) -> Option<()> {
+        let rest = self.text.as_bytes().get(self.position..)?;
+        if rest.starts_with(literal) {
+            self.position += literal.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// The rest of a string whose opening quote was read, up to its closing quote (read
+    /// too). Only strings with no escape and no control character: exactly the strings
+    /// whose minimal JSON escaping is themselves.
+    fn plain_string(&mut self) -> Option<&'a str> {
+        let start = self.position;
+        let rest = self.text.as_bytes().get(start..)?;
+        let length = rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if rest[length] != b'"' {
+            return None;
+        }
+        self.position = start + length + 1;
+        self.text.get(start..start + length)
+    }
+
+    /// The rest of a string of exactly `length` bytes whose opening quote was read, and
+    /// its closing quote, without looking inside: for fields whose parser then accepts only
+    /// characters that need no escape (hex, a UUID, a timestamp), so that a string that
+    /// `plain_string` would refuse is refused by that parser anyway.
+    fn fixed_string(&mut self, length: usize) -> Option<&'a str> {
+        let start = self.position;
+        if self.text.as_bytes().get(start + length) != Some(&b'"') {
+            return None;
+        }
+        self.position = start + length + 1;
+        self.text.get(start..start + length)
+    }
+
+    /// An integer in its canonical form (no sign, no leading zero), 1 to 2^53 - 1.
+    fn canonical_positive_integer(&mut self) -> Option<u64> {
+        let rest = self.text.as_bytes().get(self.position..)?;
+        let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 16 || rest[0] == b'0' {
+            return None;
+        }
+        let value = rest[..digits]
+            .iter()
+            .fold(0u64, |value, &c| value * 10 + u64::from(c - b'0'));
+        self.position += digits;
+        (value <= canonical::INTEGER_MAGNITUDE_MAX).then_some(value)
+    }
+}
+
+impl Event {
+    /// The fast path for an export event line that is byte for byte what
+    /// [`crate::verify::lines::event`] writes (`{"event":<canonical envelope>,"type":"event"}`,
+    /// envelope strings without escapes, canonical data): the fields are read in place and
+    /// the hash is computed over the line's own bytes, minus the `hash` member, without
+    /// building them again. `None` for any other line, valid or not, which the general
+    /// path then reads; when it answers, it answers exactly what the general path would
+    /// (held by a property test against [`crate::verify::parse_line_general`]).
+    pub(crate) fn parse_canonical_line(text: &str) -> Option<ParsedEvent> {
+        let mut cursor = LineCursor { text, position: 0 };
+        cursor.literal(CANONICAL_LINE_HEAD)?;
+        let actor = cursor.plain_string()?;
+        cursor.literal(b",\"at\":\"")?;
+        let at = cursor.fixed_string(TIMESTAMP_LENGTH)?;
+        cursor.literal(b",\"data\":")?;
+        let data_start = cursor.position;
+        if text.as_bytes().get(data_start) != Some(&b'{')
+            || !canonical::scan_value(text.as_bytes(), &mut cursor.position, 0)
+        {
+            return None;
+        }
+        let data = text.get(data_start..cursor.position)?;
+        let hash_member_start = cursor.position;
+        cursor.literal(b",\"hash\":\"")?;
+        let hash = cursor.fixed_string(HASH_HEX_LENGTH)?;
+        let hash_member_end = cursor.position;
+        cursor.literal(b",\"id\":\"")?;
+        let id = cursor.fixed_string(EVENT_ID_LENGTH)?;
+        cursor.literal(b",\"kind\":\"")?;
+        let kind = cursor.plain_string()?;
+        cursor.literal(b",\"prev\":\"")?;
+        let prev = cursor.fixed_string(HASH_HEX_LENGTH)?;
+        cursor.literal(b",\"seq\":")?;
+        let seq = cursor.canonical_positive_integer()?;
+        cursor.literal(b",\"tenant\":\"")?;
+        let tenant = cursor.plain_string()?;
+        cursor.literal(CANONICAL_LINE_TAIL)?;
+        if cursor.position != text.len() {
+            return None;
+        }
+        let (body, body_error) = match EventBody::from_data(kind, data) {
+            Ok(body) => (body, None),
+            Err(e) => (placeholder_body(), Some(e)),
+        };
+        let event = Event {
+            tenant: TenantId::parse(tenant).ok()?,
+            seq,
+            id: EventId::parse(id).ok()?,
+            at: Timestamp::parse(at).ok()?,
+            actor: PrincipalId::parse(actor).ok()?,
+            body,
+            prev: Hash::parse(prev).ok()?,
+            hash: Hash::parse(hash).ok()?,
+            data: data.to_owned(),
+        };
+        // The envelope without `hash`: `{"actor":…,"data":{…}` and `,"id":…,"v":1}`.
+        let bytes = text.as_bytes();
+        let envelope_end = bytes.len() - CANONICAL_LINE_AFTER_ENVELOPE;
+        let computed_hash = Hash::of_parts(
+            EVENT_HASH_PREFIX,
+            &[
+                &bytes[CANONICAL_LINE_BEFORE_ENVELOPE..hash_member_start],
+                &bytes[hash_member_end..envelope_end],
+            ],
+        );
+        debug_assert!(body_error.is_some() || event.body.kind() == kind);
+        Some(ParsedEvent {
+            event,
+            computed_hash,
+            kind: kind.to_owned(),
+            body_error,
+        })
+    }
+}
+
 fn hex_into<'a>(hash: &Hash, buffer: &'a mut [u8; 64]) -> &'a str {
     if hex::encode_to_slice(hash.as_bytes(), buffer).is_err() {
         unreachable!("64 hex characters fit 64 bytes");
@@ -1005,6 +1156,20 @@ mod tests {
             &["payout", "batch"],
             "serde's field list"
         );
+    }
+
+    /// The fast path must take what the writer writes, or it buys nothing.
+    #[test]
+    fn the_fast_path_takes_every_event_line_the_writer_writes() {
+        let ledger = crate::testkit::standard_tenant("acme", 1, "10.00");
+        assert!(ledger.events.len() > 10);
+        for event in &ledger.events {
+            let line = crate::verify::lines::event(event).expect("line");
+            let parsed = Event::parse_canonical_line(&line).expect("the fast path takes it");
+            assert_eq!(parsed.event, *event);
+            assert_eq!(parsed.computed_hash, event.hash);
+            assert_eq!(parsed.body_error, None);
+        }
     }
 
     #[test]

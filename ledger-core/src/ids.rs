@@ -63,14 +63,14 @@ macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident, $kind:literal, $check:expr) => {
         $(#[$meta])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(smol_str::SmolStr);
 
         impl $name {
             /// Validates and wraps `s`.
             pub fn parse(s: &str) -> Result<Self, IdError> {
                 let check: fn(&str) -> Result<(), IdError> = $check;
                 check(s)?;
-                Ok(Self(s.to_owned()))
+                Ok(Self(smol_str::SmolStr::new(s)))
             }
 
             /// The id as text.

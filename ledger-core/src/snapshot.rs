@@ -82,7 +82,7 @@ pub enum SnapshotError {
     Decode(String),
 }
 
-fn sorted<K: Ord + Clone, V>(map: &HashMap<K, V>) -> Vec<(&K, &V)> {
+fn sorted<K: Ord + Clone, V, S>(map: &HashMap<K, V, S>) -> Vec<(&K, &V)> {
     let mut entries: Vec<(&K, &V)> = map.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     entries

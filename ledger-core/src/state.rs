@@ -11,6 +11,14 @@ use crate::money::{Currency, Money};
 use crate::policy::{ApprovalPolicy, Role};
 use crate::proof::TwoFactorProof;
 
+/// The core's hash maps keyed by its own ids: foldhash with a fixed seed (fast on short
+/// keys, and no random seed: the core draws no randomness, and a run is the same every
+/// time). Build one with `IdMap::default()`.
+pub type IdMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// The set of [`IdMap`].
+pub type IdSet<T> = std::collections::HashSet<T, foldhash::fast::FixedState>;
+
 /// Where a posting lands.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Bucket {
@@ -206,21 +214,21 @@ pub struct TenantState {
     /// Whether `tenant.created` happened.
     pub created: bool,
     /// Principals seen (added, granted, or acting).
-    pub principals: HashMap<PrincipalId, Principal>,
+    pub principals: IdMap<PrincipalId, Principal>,
     /// API keys and their owners.
-    pub api_keys: HashMap<ApiKeyId, PrincipalId>,
+    pub api_keys: IdMap<ApiKeyId, PrincipalId>,
     /// Accounts.
-    pub accounts: HashMap<AccountId, Account>,
+    pub accounts: IdMap<AccountId, Account>,
     /// Payees.
-    pub payees: HashMap<PayeeId, ()>,
+    pub payees: IdMap<PayeeId, ()>,
     /// Payouts.
-    pub payouts: HashMap<PayoutId, Payout>,
+    pub payouts: IdMap<PayoutId, Payout>,
     /// World buckets per currency (funding is negative, payees positive).
     pub world: BTreeMap<(Currency, bool), Decimal>,
     /// The approval policy.
     pub policy: ApprovalPolicy,
     /// The last proof each principal used (the step rule).
-    pub last_proofs: HashMap<PrincipalId, TwoFactorProof>,
+    pub last_proofs: IdMap<PrincipalId, TwoFactorProof>,
 }
 
 impl TenantState {
@@ -229,14 +237,14 @@ impl TenantState {
         Self {
             tenant,
             created: false,
-            principals: HashMap::new(),
-            api_keys: HashMap::new(),
-            accounts: HashMap::new(),
-            payees: HashMap::new(),
-            payouts: HashMap::new(),
+            principals: IdMap::default(),
+            api_keys: IdMap::default(),
+            accounts: IdMap::default(),
+            payees: IdMap::default(),
+            payouts: IdMap::default(),
             world: BTreeMap::new(),
             policy: ApprovalPolicy::default(),
-            last_proofs: HashMap::new(),
+            last_proofs: IdMap::default(),
         }
     }
 

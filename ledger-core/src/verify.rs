@@ -6,7 +6,7 @@
 //! whatever the altered content says. Among integrity breaks the lowest seq wins, an event
 //! before a checkpoint at the same seq.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -15,13 +15,13 @@ use serde_json::Value;
 use crate::canonical::{self, CanonicalError};
 use crate::checkpoint::Checkpoint;
 use crate::command::{Command, Context, Enforcement, Rejection};
-use crate::crypto::{Hash, KeyPurpose, KeyRecord, KeySet, PublicKeyBytes};
-use crate::decide::{decide, exact_money};
+use crate::crypto::{Hash, KeyPurpose, KeyRecord, KeySet, PublicKeyBytes, Sig};
+use crate::decide::{decide_one, exact_money};
 use crate::event::{Event, EventBody, EventError, ParsedEvent, Posting};
 use crate::ids::{KeyId, PrincipalKind, TenantId};
 use crate::money::{Currency, SignedAmount};
 use crate::proof::{SignatureCheck, TwoFactorFailure, TwoFactorProof};
-use crate::state::{Bucket, TenantState};
+use crate::state::{Bucket, IdMap, IdSet, TenantState};
 use crate::time::Timestamp;
 
 /// The export format name of the header line.
@@ -98,7 +98,23 @@ struct RawEventLine<'a> {
 }
 
 /// Parses one export line. Pure and thread-safe: the auditor runs it in parallel.
+///
+/// An event line exactly as [`lines::event`] writes it (the bulk of every export) is read
+/// in place by a fast path; any other line goes through [`parse_line_general`], and the
+/// two give the same answer on every line the fast path takes (a property test holds it).
 pub fn parse_line(text: &str) -> Result<ExportLine, LineError> {
+    if text.len() > LINE_LENGTH_MAX {
+        return Err(LineError::TooLong);
+    }
+    if let Some(parsed) = Event::parse_canonical_line(text) {
+        return Ok(ExportLine::Event(Box::new(parsed)));
+    }
+    parse_line_general(text)
+}
+
+/// [`parse_line`] without its fast path for canonical event lines: every line, in any
+/// JSON layout the format allows. The reference the fast path is tested against.
+pub fn parse_line_general(text: &str) -> Result<ExportLine, LineError> {
     if text.len() > LINE_LENGTH_MAX {
         return Err(LineError::TooLong);
     }
@@ -290,19 +306,70 @@ pub enum UsageError {
     Empty,
 }
 
-/// Proof signatures verified ahead of time (in parallel, in batches), keyed by the exact
-/// proof and the key that verified it; anything not in it is verified on the spot.
-pub type SignatureCache = HashMap<(PublicKeyBytes, TwoFactorProof), bool>;
+/// Proof signatures verified ahead of time (in parallel, in batches): for each proof, by
+/// its signature, the exact proof, the public key that verified it and the answer. A proof
+/// looked up under another key, or not in it (another proof with the same signature
+/// bytes included), is verified on the spot.
+#[derive(Debug, Clone, Default)]
+pub struct SignatureCache(IdMap<Sig, CachedSignature>);
 
-/// Verifies the signatures of `proofs` under `keys`, in one Ed25519 batch where all are
-/// valid (the common case), else one by one so each gets its own answer.
+/// One entry of a [`SignatureCache`].
+pub type CachedSignature = (TwoFactorProof, PublicKeyBytes, bool);
+
+impl SignatureCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records whether `proof`'s signature verifies under `public_key`.
+    pub fn insert(&mut self, public_key: PublicKeyBytes, proof: TwoFactorProof, valid: bool) {
+        self.0.insert(proof.sig, (proof, public_key, valid));
+    }
+
+    /// Whether `proof`'s signature verified under `public_key`, if it was checked.
+    pub fn get(&self, public_key: &PublicKeyBytes, proof: &TwoFactorProof) -> Option<bool> {
+        match self.0.get(&proof.sig) {
+            Some((cached, key, valid)) if key == public_key && cached == proof => Some(*valid),
+            Some(_) | None => None,
+        }
+    }
+
+    /// How many proofs it answers for.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it answers for none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Extend<(Sig, CachedSignature)> for SignatureCache {
+    fn extend<I: IntoIterator<Item = (Sig, CachedSignature)>>(&mut self, entries: I) {
+        self.0.extend(entries);
+    }
+}
+
+impl IntoIterator for SignatureCache {
+    type Item = (Sig, CachedSignature);
+    type IntoIter = std::collections::hash_map::IntoIter<Sig, CachedSignature>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+/// Verifies the signatures of `proofs` under `keys`, each distinct proof once, in one
+/// Ed25519 batch where all are valid (the common case), else one by one so each gets its
+/// own answer.
 pub fn precheck_signatures(keys: &KeySet, proofs: &[&TwoFactorProof]) -> SignatureCache {
-    let mut cache = SignatureCache::with_capacity(proofs.len());
     let mut messages = Vec::with_capacity(proofs.len());
     let mut signatures = Vec::with_capacity(proofs.len());
     let mut verifying_keys = Vec::with_capacity(proofs.len());
     let mut entries = Vec::with_capacity(proofs.len());
-    let mut seen = HashSet::new();
+    let mut seen: IdMap<Sig, &TwoFactorProof> = IdMap::default();
     for proof in proofs {
         let Ok(record) = keys.lookup(&proof.key_id, KeyPurpose::TwoFactor, proof.verified_at)
         else {
@@ -311,23 +378,29 @@ pub fn precheck_signatures(keys: &KeySet, proofs: &[&TwoFactorProof]) -> Signatu
         let Some(key) = keys.verifying_key(&record.key_id) else {
             continue;
         };
-        if !seen.insert(((*proof).clone(), record.public_key)) {
+        // One key set: a proof's key id always leads to the same key.
+        if seen.get(&proof.sig).is_some_and(|seen| seen == proof) {
             continue;
         }
-        messages.push(proof.unsigned().signed_message());
+        seen.insert(proof.sig, proof);
+        messages.push(proof.signed_message());
         signatures.push(ed25519_dalek::Signature::from_bytes(proof.sig.as_bytes()));
         verifying_keys.push(*key);
-        entries.push((record.public_key, (*proof).clone()));
+        entries.push((record.public_key, *proof));
     }
     let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
     let all_valid = !entries.is_empty()
-        && ed25519_dalek::verify_batch(&message_refs, &signatures, &verifying_keys).is_ok();
+        && crate::crypto::verify_batch_by_key(&message_refs, &signatures, &verifying_keys);
+    let mut cache = SignatureCache(IdMap::with_capacity_and_hasher(
+        entries.len(),
+        Default::default(),
+    ));
     for (index, (public_key, proof)) in entries.into_iter().enumerate() {
         let ok = all_valid
             || verifying_keys[index]
                 .verify_strict(message_refs[index], &signatures[index])
                 .is_ok();
-        cache.insert((public_key, proof), ok);
+        cache.insert(public_key, proof.clone(), ok);
     }
     cache
 }
@@ -343,7 +416,7 @@ impl SignatureCheck for CachedCheck<'_> {
             .keys
             .lookup(&proof.key_id, KeyPurpose::TwoFactor, proof.verified_at)
             .map_err(|_| TwoFactorFailure::UnknownKey)?;
-        match self.cache.get(&(record.public_key, proof.clone())) {
+        match self.cache.get(&record.public_key, proof) {
             Some(true) => Ok(()),
             Some(false) => Err(TwoFactorFailure::BadSignature),
             None => crate::proof::verify_proof_signature(self.keys, proof),
@@ -363,8 +436,8 @@ pub struct Verifier {
     last_seq: u64,
     integrity_break: Option<Break>,
     rule_break: Option<Break>,
-    wanted_hashes: Option<HashSet<u64>>,
-    hashes: HashMap<u64, Hash>,
+    wanted_hashes: Option<IdSet<u64>>,
+    hashes: IdMap<u64, Hash>,
     checkpoints: Vec<(usize, Checkpoint)>,
     summary: Summary,
     lines: usize,
@@ -385,7 +458,7 @@ impl Verifier {
             integrity_break: None,
             rule_break: None,
             wanted_hashes: None,
-            hashes: HashMap::new(),
+            hashes: IdMap::default(),
             checkpoints: Vec::new(),
             summary: Summary {
                 keys_pinned,
@@ -396,9 +469,18 @@ impl Verifier {
     }
 
     /// Declares the seqs that checkpoints will name, so that only those hashes are kept
-    /// (memory then does not grow with the file). Without it every hash is kept.
+    /// (memory then does not grow with the file). Without it every hash is kept; hashes
+    /// kept before the call are pruned to the declared seqs.
     pub fn expect_checkpoints(&mut self, seqs: impl IntoIterator<Item = u64>) {
-        self.wanted_hashes = Some(seqs.into_iter().collect());
+        let wanted: IdSet<u64> = seqs.into_iter().collect();
+        self.hashes.retain(|seq, _| wanted.contains(seq));
+        self.wanted_hashes = Some(wanted);
+    }
+
+    /// How many event hashes are kept for the checkpoints (all of them until
+    /// [`Verifier::expect_checkpoints`] names the seqs).
+    pub fn hashes_kept(&self) -> usize {
+        self.hashes.len()
     }
 
     /// The keys in force (pinned, or gathered from the export so far).
@@ -458,10 +540,24 @@ impl Verifier {
             }
             ExportLine::Event(parsed) => {
                 self.require_header(line)?;
-                self.push_event(line, *parsed, cache);
+                self.push_event(line, &parsed, cache);
                 Ok(())
             }
         }
+    }
+
+    /// [`Verifier::push`] of an event line, borrowed: the caller keeps the parsed event
+    /// (the auditor drops it on another thread).
+    pub fn push_event_line(
+        &mut self,
+        line: usize,
+        parsed: &ParsedEvent,
+        cache: &SignatureCache,
+    ) -> Result<(), UsageError> {
+        self.lines = line;
+        self.require_header(line)?;
+        self.push_event(line, parsed, cache);
+        Ok(())
     }
 
     fn require_header(&self, line: usize) -> Result<(), UsageError> {
@@ -486,7 +582,7 @@ impl Verifier {
         }
     }
 
-    fn push_event(&mut self, line: usize, parsed: ParsedEvent, cache: &SignatureCache) {
+    fn push_event(&mut self, line: usize, parsed: &ParsedEvent, cache: &SignatureCache) {
         let event = &parsed.event;
         let seq = event.seq;
         let expected_seq = self.next_seq;
@@ -540,9 +636,9 @@ impl Verifier {
         {
             self.hashes.insert(seq, event.hash);
         }
-        self.count(&parsed);
+        self.count(parsed);
         if self.rule_break.is_none() {
-            if let Err((kind, code, reason)) = self.check_rules(&parsed, cache) {
+            if let Err((kind, code, reason)) = self.check_rules(parsed, cache) {
                 self.rule_break = Some(Break {
                     location: BreakLocation::Event { seq },
                     kind,
@@ -557,10 +653,12 @@ impl Verifier {
     fn count(&mut self, parsed: &ParsedEvent) {
         let summary = &mut self.summary;
         summary.events += 1;
-        *summary
-            .events_by_kind
-            .entry(parsed.kind.clone())
-            .or_default() += 1;
+        match summary.events_by_kind.get_mut(parsed.kind.as_str()) {
+            Some(count) => *count += 1,
+            None => {
+                summary.events_by_kind.insert(parsed.kind.clone(), 1);
+            }
+        }
         if parsed.body_error.is_some() {
             return;
         }
@@ -641,8 +739,8 @@ impl Verifier {
                 signatures: &signatures,
                 enforcement: Enforcement::Audit,
             };
-            let decided = decide(state, &command, &ctx).map_err(rule)?;
-            if decided.as_slice() != std::slice::from_ref(&event.body) {
+            let decided = decide_one(state, &command, &ctx).map_err(rule)?;
+            if decided != event.body {
                 return Err((
                     BreakKind::Rule,
                     Some("mismatch".into()),
@@ -760,7 +858,7 @@ fn add_amount(totals: &mut BTreeMap<Currency, Decimal>, currency: Currency, post
 /// zero per currency, and leave no tenant bucket below zero.
 fn check_postings(state: &TenantState, postings: &[Posting]) -> Result<(), String> {
     let mut sums: BTreeMap<Currency, Decimal> = BTreeMap::new();
-    let mut after: HashMap<Bucket, Decimal> = HashMap::new();
+    let mut after: BTreeMap<Bucket, Decimal> = BTreeMap::new();
     for posting in postings {
         let bucket = Bucket::parse(&posting.account).ok_or_else(|| {
             format!(
