@@ -14,7 +14,7 @@
 //! [`Store::rebuild_projection`] clears a tenant's rows and folds its whole chain from
 //! seq 1 in one transaction: readers see the old rows or the new, never a mixture.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ledger_core::event::Event;
 use ledger_core::ids::{AccountId, PayoutId, PrincipalId, TenantId};
@@ -429,6 +429,23 @@ fn rules_from_db(tenant: &TenantId, text: &str) -> Result<Vec<ApprovalRule>, Sto
     serde_json::from_str(text).map_err(|_| corrupt(tenant, "approval rules do not parse"))
 }
 
+/// A row of a query over many tenants: the tenant, then the columns.
+#[derive(sqlx::FromRow)]
+struct Tenanted<T> {
+    tenant_id: String,
+    #[sqlx(flatten)]
+    row: T,
+}
+
+/// `columns` (a comma-separated list) with each name qualified by `prefix`.
+fn prefixed(prefix: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{prefix}{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[derive(sqlx::FromRow)]
 struct BalanceColumns {
     account: String,
@@ -696,37 +713,6 @@ mod on_sqlite {
             .collect()
     }
 
-    /// Compare-and-set: the cursor moves from `expected` (`None`: no cursor row yet) to
-    /// `to`; `false` when it is not at `expected`.
-    async fn move_cursor_in(
-        tx: &mut Tx,
-        tenant: &TenantId,
-        expected: Option<u64>,
-        to: u64,
-    ) -> Result<bool, StoreError> {
-        let done = match expected {
-            None => sqlx::query(
-                "INSERT INTO projection_cursors (tenant_id, seq, approval_rules) \
-                 VALUES ($1, $2, '[]') ON CONFLICT DO NOTHING",
-            )
-            .bind(tenant.as_str())
-            .bind(seq_to_db(to))
-            .execute(&mut **tx)
-            .await?
-            .rows_affected(),
-            Some(expected) => sqlx::query(
-                "UPDATE projection_cursors SET seq = $1 WHERE tenant_id = $2 AND seq = $3",
-            )
-            .bind(seq_to_db(to))
-            .bind(tenant.as_str())
-            .bind(seq_to_db(expected))
-            .execute(&mut **tx)
-            .await?
-            .rows_affected(),
-        };
-        Ok(done == 1)
-    }
-
     pub(super) async fn balances_in(
         tx: &mut Tx,
         tenant: &TenantId,
@@ -852,23 +838,43 @@ mod on_sqlite {
         rows.into_iter().map(|row| row.into_row(tenant)).collect()
     }
 
-    /// Loads the rows `events` name, folds them over `(seq, policy)`, writes the changes.
-    async fn apply_in(
+    /// Loads the rows `events` name and folds the events over `(seq, policy)`.
+    async fn load_fold(
         tx: &mut Tx,
         tenant: &TenantId,
         seq: u64,
         policy: Vec<ApprovalRule>,
         events: &[Event],
-    ) -> Result<Vec<ApprovalRule>, StoreError> {
+    ) -> Result<projections::RowChanges, StoreError> {
         let keys = Keys::of(events);
         let accounts: Vec<AccountId> = keys.accounts.into_iter().collect();
         let payouts: Vec<PayoutId> = keys.payouts.into_iter().collect();
         let balances = balances_in(tx, tenant, Some(&accounts)).await?;
         let payout_rows = payouts_in(tx, tenant, Some(&payouts)).await?;
-        let changes = fold(seq, policy.clone(), balances, payout_rows, events);
-        for chunk in changes.balances.chunks(ROWS_PER_STATEMENT) {
+        Ok(fold(seq, policy, balances, payout_rows, events))
+    }
+
+    /// Writes the folded changes of any number of tenants, in multi-row statements
+    /// across tenants.
+    async fn write_changes(
+        tx: &mut Tx,
+        changes: &[(&TenantId, &projections::RowChanges)],
+    ) -> Result<(), StoreError> {
+        let balances: Vec<(&TenantId, &(AccountId, AccountBalance))> = changes
+            .iter()
+            .flat_map(|(tenant, c)| c.balances.iter().map(move |row| (*tenant, row)))
+            .collect();
+        let payouts: Vec<(&TenantId, &PayoutRow)> = changes
+            .iter()
+            .flat_map(|(tenant, c)| c.payouts.iter().map(move |row| (*tenant, row)))
+            .collect();
+        let audit: Vec<(&TenantId, &AuditRow)> = changes
+            .iter()
+            .flat_map(|(tenant, c)| c.audit.iter().map(move |row| (*tenant, row)))
+            .collect();
+        for chunk in balances.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(BALANCE_INSERT);
-            insert.push_values(chunk, |mut row, (account, balance)| {
+            insert.push_values(chunk, |mut row, (tenant, (account, balance))| {
                 let currency = balance.currency;
                 row.push_bind(tenant.as_str())
                     .push_bind(account.as_str())
@@ -881,9 +887,9 @@ mod on_sqlite {
             insert.push(BALANCE_UPDATE);
             insert.build().execute(&mut **tx).await?;
         }
-        for chunk in changes.payouts.chunks(ROWS_PER_STATEMENT) {
+        for chunk in payouts.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(PAYOUT_INSERT);
-            insert.push_values(chunk, |mut row, payout| {
+            insert.push_values(chunk, |mut row, (tenant, payout)| {
                 let (authorized_by, authorized_at, authorized_seq) =
                     gate_columns(payout.authorized.as_ref());
                 let (executed_by, executed_at, executed_seq) =
@@ -922,9 +928,9 @@ mod on_sqlite {
             insert.push(PAYOUT_UPDATE);
             insert.build().execute(&mut **tx).await?;
         }
-        for chunk in changes.audit.chunks(ROWS_PER_STATEMENT) {
+        for chunk in audit.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(AUDIT_INSERT);
-            insert.push_values(chunk, |mut row, audit| {
+            insert.push_values(chunk, |mut row, (tenant, audit)| {
                 row.push_bind(tenant.as_str())
                     .push_bind(seq_to_db(audit.seq))
                     .push_bind(audit.at.to_string())
@@ -937,19 +943,32 @@ mod on_sqlite {
             });
             insert.build().execute(&mut **tx).await?;
         }
-        match changes.policy {
-            None => Ok(policy),
-            Some(rules) => {
+        for (tenant, c) in changes {
+            if let Some(rules) = &c.policy {
                 sqlx::query(
                     "UPDATE projection_cursors SET approval_rules = $1 WHERE tenant_id = $2",
                 )
-                .bind(rules_text(&rules))
+                .bind(rules_text(rules))
                 .bind(tenant.as_str())
                 .execute(&mut **tx)
                 .await?;
-                Ok(rules)
             }
         }
+        Ok(())
+    }
+
+    /// Loads the rows `events` name, folds them over `(seq, policy)`, writes the changes;
+    /// the rules after them.
+    async fn apply_in(
+        tx: &mut Tx,
+        tenant: &TenantId,
+        seq: u64,
+        policy: Vec<ApprovalRule>,
+        events: &[Event],
+    ) -> Result<Vec<ApprovalRule>, StoreError> {
+        let changes = load_fold(tx, tenant, seq, policy.clone(), events).await?;
+        write_changes(tx, &[(tenant, &changes)]).await?;
+        Ok(changes.policy.unwrap_or(policy))
     }
 
     pub(super) async fn project_next(
@@ -957,41 +976,18 @@ mod on_sqlite {
         tenant: &TenantId,
         limit: u32,
     ) -> Result<ProjectStep, StoreError> {
-        check_limit(limit)?;
-        // Look before taking the write lock: an idle projector's poll must not queue
-        // behind (or hold up) the writers.
-        let mut look = store.pool().begin().await?;
-        let seq = cursor_in(&mut look, tenant).await?.map_or(0, |c| c.0);
-        let next: Option<(i64,)> =
-            sqlx::query_as("SELECT seq FROM events WHERE tenant_id = $1 AND seq > $2 LIMIT 1")
-                .bind(tenant.as_str())
-                .bind(seq_to_db(seq))
-                .fetch_optional(&mut *look)
-                .await?;
-        look.commit().await?;
-        if next.is_none() {
-            return Ok(ProjectStep::CaughtUp { seq });
-        }
-        let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let cursor = cursor_in(&mut tx, tenant).await?;
-        let (seq, policy) = cursor.clone().unwrap_or_default();
-        let events = events_in(&mut tx, tenant, seq, limit).await?;
-        let Some(last) = events.last().map(|e| e.seq) else {
-            tx.rollback().await?;
-            return Ok(ProjectStep::CaughtUp { seq });
-        };
-        if !move_cursor_in(&mut tx, tenant, cursor.map(|c| c.0), last).await? {
-            tx.rollback().await?;
-            return Ok(ProjectStep::Lost);
-        }
-        apply_in(&mut tx, tenant, seq, policy, &events).await?;
-        tx.commit().await?;
-        Ok(ProjectStep::Advanced {
-            to: last,
-            events: events.len(),
-        })
+        let steps = project_many(store, std::slice::from_ref(tenant), limit).await?;
+        Ok(steps.into_iter().next().unwrap_or(ProjectStep::Lost))
     }
 
+    /// Steps many tenants, in a constant number of statements whatever their number.
+    /// Everything that only reads — the cursors, the next page of each tenant's events,
+    /// the rows those events name, and the fold — happens in one read snapshot (WAL: no
+    /// lock, beside the writers); the write transaction then only moves every cursor by
+    /// compare-and-set from the value its fold started at, and writes the rows of the
+    /// tenants whose cursor had not moved, in multi-row statements. A projection's rows
+    /// are a function of its cursor, so an unmoved cursor means the rows read are still
+    /// the rows in place.
     pub(super) async fn project_many(
         store: &SqliteStore,
         tenants: &[TenantId],
@@ -999,55 +995,258 @@ mod on_sqlite {
     ) -> Result<Vec<ProjectStep>, StoreError> {
         check_limit(limit)?;
         let mut steps: Vec<Option<ProjectStep>> = tenants.iter().map(|_| None).collect();
-        // Look before taking the write lock, as project_next does.
-        let mut pending = Vec::new();
         let mut look = store.pool().begin().await?;
+        let cursors = cursors_in(&mut look, tenants).await?;
+        let mut events = pages_in(&mut look, tenants, &cursors, limit).await?;
+        let mut prepared = Vec::new();
+        let mut keys = Vec::new();
         for (index, tenant) in tenants.iter().enumerate() {
-            let seq = cursor_in(&mut look, tenant).await?.map_or(0, |c| c.0);
-            let next: Option<(i64,)> =
-                sqlx::query_as("SELECT seq FROM events WHERE tenant_id = $1 AND seq > $2 LIMIT 1")
-                    .bind(tenant.as_str())
-                    .bind(seq_to_db(seq))
-                    .fetch_optional(&mut *look)
-                    .await?;
-            match next {
-                Some(_) => pending.push(index),
-                None => steps[index] = Some(ProjectStep::CaughtUp { seq }),
-            }
+            let page = events.remove(tenant.as_str()).unwrap_or_default();
+            let Some(last) = page.last().map(|e| e.seq) else {
+                let seq = cursors.get(tenant.as_str()).map_or(0, |c| c.0);
+                steps[index] = Some(ProjectStep::CaughtUp { seq });
+                continue;
+            };
+            let page_keys = Keys::of(&page);
+            keys.push((tenant, page_keys));
+            prepared.push((index, last, page));
         }
+        let mut balances = keyed_balances_in(&mut look, &keys).await?;
+        let mut payouts = keyed_payouts_in(&mut look, &keys).await?;
         look.commit().await?;
-        if !pending.is_empty() {
-            pending.sort_by(|a, b| tenants[*a].as_str().cmp(tenants[*b].as_str()));
-            let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
-            for index in pending {
-                let tenant = &tenants[index];
-                let cursor = cursor_in(&mut tx, tenant).await?;
-                let (seq, policy) = cursor.clone().unwrap_or_default();
-                let events = events_in(&mut tx, tenant, seq, limit).await?;
-                let Some(last) = events.last().map(|e| e.seq) else {
-                    steps[index] = Some(ProjectStep::CaughtUp { seq });
-                    continue;
-                };
-                if !move_cursor_in(&mut tx, tenant, cursor.map(|c| c.0), last).await? {
-                    steps[index] = Some(ProjectStep::Lost);
-                    continue;
-                }
-                apply_in(&mut tx, tenant, seq, policy, &events).await?;
-                steps[index] = Some(ProjectStep::Advanced {
-                    to: last,
-                    events: events.len(),
-                });
-            }
-            tx.commit().await?;
+        if prepared.is_empty() {
+            return Ok(steps
+                .into_iter()
+                .map(|s| s.unwrap_or(ProjectStep::Lost))
+                .collect());
         }
+        let mut folded = Vec::with_capacity(prepared.len());
+        for (index, last, page) in prepared {
+            let tenant = &tenants[index];
+            let cursor = cursors.get(tenant.as_str()).cloned();
+            let expected = cursor.as_ref().map(|c| c.0);
+            let (seq, policy) = cursor.unwrap_or_default();
+            let changes = fold(
+                seq,
+                policy,
+                balances.remove(tenant.as_str()).unwrap_or_default(),
+                payouts.remove(tenant.as_str()).unwrap_or_default(),
+                &page,
+            );
+            folded.push((index, expected, last, page.len(), changes));
+        }
+        let (_turn, mut tx) = store.begin_write().await?;
+        let moves: Vec<(&TenantId, Option<u64>, u64)> = folded
+            .iter()
+            .map(|(index, expected, last, _, _)| (&tenants[*index], *expected, *last))
+            .collect();
+        let moved = move_cursors_in(&mut tx, &moves).await?;
+        let mut won = Vec::with_capacity(folded.len());
+        for (index, _, last, count, changes) in &folded {
+            let tenant = &tenants[*index];
+            if moved.contains(tenant.as_str()) {
+                steps[*index] = Some(ProjectStep::Advanced {
+                    to: *last,
+                    events: *count,
+                });
+                won.push((tenant, changes));
+            } else {
+                steps[*index] = Some(ProjectStep::Lost);
+            }
+        }
+        write_changes(&mut tx, &won).await?;
+        tx.commit().await?;
         Ok(steps
             .into_iter()
             .map(|step| step.unwrap_or(ProjectStep::Lost))
             .collect())
     }
 
+    /// The cursors of `tenants` that have one, by tenant.
+    async fn cursors_in(
+        tx: &mut Tx,
+        tenants: &[TenantId],
+    ) -> Result<HashMap<String, (u64, Vec<ApprovalRule>)>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in tenants.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Sqlite>::new(
+                "SELECT tenant_id, seq, approval_rules FROM projection_cursors WHERE tenant_id IN (",
+            );
+            let mut list = select.separated(", ");
+            for tenant in chunk {
+                list.push_bind(tenant.as_str());
+            }
+            select.push(")");
+            let rows: Vec<(String, i64, String)> =
+                select.build_query_as().fetch_all(&mut **tx).await?;
+            let known: HashMap<&str, &TenantId> = chunk.iter().map(|t| (t.as_str(), t)).collect();
+            for (tenant, seq, rules) in rows {
+                let Some(id) = known.get(tenant.as_str()).copied() else {
+                    continue;
+                };
+                let cursor = (seq_from_db(id, seq)?, rules_from_db(id, &rules)?);
+                out.insert(tenant, cursor);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The next page (at most `limit` events after its cursor) of every tenant, by
+    /// tenant. A tenant's seqs have no gaps, so its page is the seq range
+    /// `(cursor, cursor + limit]`.
+    async fn pages_in(
+        tx: &mut Tx,
+        tenants: &[TenantId],
+        cursors: &HashMap<String, (u64, Vec<ApprovalRule>)>,
+        limit: u32,
+    ) -> Result<HashMap<String, Vec<Event>>, StoreError> {
+        let limit = check_limit(limit)?;
+        let mut out: HashMap<String, Vec<Event>> = HashMap::new();
+        for chunk in tenants.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Sqlite>::new(
+                "SELECT e.tenant_id, e.seq, e.hash, e.canonical FROM (",
+            );
+            select.push_values(chunk, |mut row, tenant| {
+                let after = cursors.get(tenant.as_str()).map_or(0, |c| c.0);
+                row.push_bind(tenant.as_str())
+                    .push_bind(seq_to_db(after))
+                    .push_bind(seq_to_db(after).saturating_add(limit));
+            });
+            select.push(
+                ") AS c JOIN events e ON e.tenant_id = c.column1 \
+                 AND e.seq > c.column2 AND e.seq <= c.column3 ORDER BY e.tenant_id, e.seq",
+            );
+            let rows: Vec<(String, i64, Vec<u8>, Vec<u8>)> =
+                select.build_query_as().fetch_all(&mut **tx).await?;
+            let known: HashMap<&str, &TenantId> = chunk.iter().map(|t| (t.as_str(), t)).collect();
+            for (tenant, seq, hash, canonical) in rows {
+                let Some(id) = known.get(tenant.as_str()).copied() else {
+                    continue;
+                };
+                let (event, _) = rows::event_from_row(id, seq, &hash, canonical)?;
+                out.entry(tenant).or_default().push(event);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The balance rows the pages name, by tenant.
+    async fn keyed_balances_in(
+        tx: &mut Tx,
+        keys: &[(&TenantId, Keys)],
+    ) -> Result<HashMap<String, Vec<(AccountId, AccountBalance)>>, StoreError> {
+        let wanted: Vec<(&TenantId, &AccountId)> = keys
+            .iter()
+            .flat_map(|(tenant, k)| k.accounts.iter().map(move |a| (*tenant, a)))
+            .collect();
+        let mut out: HashMap<String, Vec<(AccountId, AccountBalance)>> = HashMap::new();
+        for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT b.tenant_id, {} FROM (",
+                prefixed("b.", BALANCE_COLUMNS)
+            ));
+            select.push_values(chunk, |mut row, (tenant, account)| {
+                row.push_bind(tenant.as_str()).push_bind(account.as_str());
+            });
+            select.push(
+                ") AS k JOIN projection_balances b ON b.tenant_id = k.column1 \
+                 AND b.account = k.column2",
+            );
+            let rows: Vec<Tenanted<BalanceColumns>> =
+                select.build_query_as().fetch_all(&mut **tx).await?;
+            let known: HashMap<&str, &TenantId> =
+                chunk.iter().map(|(t, _)| (t.as_str(), *t)).collect();
+            for row in rows {
+                let Some(id) = known.get(row.tenant_id.as_str()).copied() else {
+                    continue;
+                };
+                let parsed = row.row.into_row(id)?;
+                out.entry(row.tenant_id).or_default().push(parsed);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The payout rows the pages name, by tenant.
+    async fn keyed_payouts_in(
+        tx: &mut Tx,
+        keys: &[(&TenantId, Keys)],
+    ) -> Result<HashMap<String, Vec<PayoutRow>>, StoreError> {
+        let wanted: Vec<(&TenantId, &PayoutId)> = keys
+            .iter()
+            .flat_map(|(tenant, k)| k.payouts.iter().map(move |p| (*tenant, p)))
+            .collect();
+        let mut out: HashMap<String, Vec<PayoutRow>> = HashMap::new();
+        for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT p.tenant_id, {} FROM (",
+                prefixed("p.", PAYOUT_COLUMNS)
+            ));
+            select.push_values(chunk, |mut row, (tenant, payout)| {
+                row.push_bind(tenant.as_str()).push_bind(payout.as_str());
+            });
+            select.push(
+                ") AS k JOIN projection_payouts p ON p.tenant_id = k.column1 \
+                 AND p.payout = k.column2",
+            );
+            let rows: Vec<Tenanted<PayoutColumns>> =
+                select.build_query_as().fetch_all(&mut **tx).await?;
+            let known: HashMap<&str, &TenantId> =
+                chunk.iter().map(|(t, _)| (t.as_str(), *t)).collect();
+            for row in rows {
+                let Some(id) = known.get(row.tenant_id.as_str()).copied() else {
+                    continue;
+                };
+                let parsed = row.row.into_row(id)?;
+                out.entry(row.tenant_id).or_default().push(parsed);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Compare-and-set of many cursors: each moves from its expected value (`None`: no
+    /// cursor row yet) to its new one; the tenants whose cursor moved.
+    async fn move_cursors_in(
+        tx: &mut Tx,
+        moves: &[(&TenantId, Option<u64>, u64)],
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut moved = HashSet::new();
+        let (updates, inserts): (Vec<_>, Vec<_>) = moves
+            .iter()
+            .partition(|(_, expected, _)| expected.is_some());
+        for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+            let mut update =
+                QueryBuilder::<Sqlite>::new("UPDATE projection_cursors SET seq = v.column3 FROM (");
+            update.push_values(chunk, |mut row, (tenant, expected, to)| {
+                row.push_bind(tenant.as_str())
+                    .push_bind(seq_to_db(expected.unwrap_or(0)))
+                    .push_bind(seq_to_db(*to));
+            });
+            update.push(
+                ") AS v WHERE projection_cursors.tenant_id = v.column1 \
+                 AND projection_cursors.seq = v.column2 RETURNING projection_cursors.tenant_id",
+            );
+            let rows: Vec<(String,)> = update.build_query_as().fetch_all(&mut **tx).await?;
+            moved.extend(rows.into_iter().map(|(tenant,)| tenant));
+        }
+        for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO projection_cursors (tenant_id, seq, approval_rules) ",
+            );
+            insert.push_values(chunk, |mut row, (tenant, _, to)| {
+                row.push_bind(tenant.as_str())
+                    .push_bind(seq_to_db(*to))
+                    .push_bind("[]");
+            });
+            insert.push(" ON CONFLICT DO NOTHING RETURNING tenant_id");
+            let rows: Vec<(String,)> = insert.build_query_as().fetch_all(&mut **tx).await?;
+            moved.extend(rows.into_iter().map(|(tenant,)| tenant));
+        }
+        Ok(moved)
+    }
+
     pub(super) async fn rebuild(store: &SqliteStore, tenant: &TenantId) -> Result<u64, StoreError> {
-        let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = store.begin_write().await?;
         sqlx::query(
             "INSERT INTO projection_cursors (tenant_id, seq, approval_rules) VALUES ($1, 0, '[]') \
              ON CONFLICT (tenant_id) DO UPDATE SET seq = 0, approval_rules = '[]'",

@@ -48,6 +48,22 @@ const UPDATE: &str = "UPDATE records SET version = version + 1, value = $1 \
 const DELETE: &str = "DELETE FROM records WHERE tenant_id = $1 AND kind = $2 AND id = $3";
 
 macro_rules! on_backend {
+    (write $store:expr, $tenant:expr, |$tx:ident| $body:expr) => {
+        match $store {
+            Store::Sqlite(s) => {
+                let (_turn, mut $tx) = s.begin_write().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            Store::Postgres(s) => {
+                let mut $tx = pg_scoped(&s, $tenant).await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
     ($store:expr, $tenant:expr, |$tx:ident| $body:expr) => {
         match $store {
             Store::Sqlite(s) => {
@@ -104,7 +120,7 @@ impl Store {
             value.to_owned(),
         );
         detached(async move {
-            let done = on_backend!(store, &tenant, |tx| sqlx::query(INSERT)
+            let done = on_backend!(write store, &tenant, |tx| sqlx::query(INSERT)
                 .bind(tenant.as_str())
                 .bind(&kind)
                 .bind(&id)
@@ -134,7 +150,7 @@ impl Store {
             value.to_owned(),
         );
         detached(async move {
-            let done = on_backend!(store, &tenant, |tx| sqlx::query(UPDATE)
+            let done = on_backend!(write store, &tenant, |tx| sqlx::query(UPDATE)
                 .bind(&value)
                 .bind(tenant.as_str())
                 .bind(&kind)
@@ -158,7 +174,7 @@ impl Store {
         let (store, tenant, kind, id) =
             (self.clone(), tenant.clone(), kind.to_owned(), id.to_owned());
         detached(async move {
-            let done = on_backend!(store, &tenant, |tx| sqlx::query(DELETE)
+            let done = on_backend!(write store, &tenant, |tx| sqlx::query(DELETE)
                 .bind(tenant.as_str())
                 .bind(&kind)
                 .bind(&id)
@@ -177,12 +193,15 @@ impl Store {
             "INSERT INTO credential_index (id, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
         detached(async move {
             let done = match store {
-                Store::Sqlite(s) => sqlx::query(sql)
-                    .bind(&id)
-                    .bind(tenant.as_str())
-                    .execute(s.pool())
-                    .await?
-                    .rows_affected(),
+                Store::Sqlite(s) => {
+                    let _turn = s.write_turn().await;
+                    sqlx::query(sql)
+                        .bind(&id)
+                        .bind(tenant.as_str())
+                        .execute(s.pool())
+                        .await?
+                        .rows_affected()
+                }
                 Store::Postgres(s) => sqlx::query(sql)
                     .bind(&id)
                     .bind(tenant.as_str())

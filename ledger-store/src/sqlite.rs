@@ -1,9 +1,17 @@
 //! The embedded backend: one SQLite file in WAL mode. Appends take the write lock up
 //! front (`BEGIN IMMEDIATE`), so two writers on one file serialise and the loser sees
 //! the winner's head inside its own transaction.
+//!
+//! Within one process every write first takes its turn at the store's write gate (a fair
+//! async mutex, [`SqliteStore::write_turn`]): SQLite's busy handler does not wake a
+//! waiting writer when the lock is released but polls it with sleeps of 1 to 100 ms, so
+//! the writers of one process (the committer, the projector, checkpoints, records) queue
+//! in the gate, in order, instead of sleeping in the busy handler. Other processes on the
+//! same file still meet at SQLite's lock and its busy timeout.
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_core::checkpoint::Checkpoint;
@@ -28,10 +36,16 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections per pool: one writer at a time anyway; the rest read concurrently (WAL).
 const POOL_CONNECTIONS_MAX: u32 = 4;
 
+/// This process's turn at the write lock of one SQLite store (see the module docs); held
+/// until the write transaction has committed or rolled back.
+pub(crate) type WriteTurn = tokio::sync::OwnedMutexGuard<()>;
+
 /// The SQLite event log.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The write gate, shared by every clone of this store.
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -59,12 +73,30 @@ impl SqliteStore {
             .max_connections(POOL_CONNECTIONS_MAX)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        Ok(Self { pool, gate })
     }
 
     /// The pool, for tests and tools that need raw SQL.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Waits for this process's turn to write (FIFO); hold it across the whole write
+    /// transaction or auto-committed write statement.
+    pub(crate) async fn write_turn(&self) -> WriteTurn {
+        Arc::clone(&self.gate).lock_owned().await
+    }
+
+    /// A write transaction: this process's turn, then `BEGIN IMMEDIATE` (SQLite's write
+    /// lock, against other processes). Bind both (`let (_turn, mut tx) = ...`) so that the
+    /// turn is released after the transaction ends.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<(WriteTurn, Transaction<'static, Sqlite>), sqlx::Error> {
+        let turn = self.write_turn().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((turn, tx))
     }
 
     /// Applies the migrations in `migrations/sqlite/`.
@@ -182,7 +214,7 @@ impl SqliteStore {
             }
         }
         if !valid.is_empty() {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let (_turn, mut tx) = self.begin_write().await?;
             let tenants: Vec<&TenantId> = valid.iter().map(|i| &batches[*i].0).collect();
             let heads = Self::heads_in(&mut tx, &tenants).await?;
             let mut ready = Vec::with_capacity(valid.len());
@@ -200,12 +232,19 @@ impl SqliteStore {
                     events.iter().map(move |row| (tenant, row))
                 })
                 .collect();
-            sqlx::query("SAVEPOINT batches").execute(&mut *tx).await?;
+            // One INSERT statement needs no savepoint: a constraint failure undoes that
+            // statement alone and leaves the transaction open (SQLite's ABORT).
+            let savepoint = pending.len() > INSERT_ROWS_MAX;
+            if savepoint {
+                sqlx::query("SAVEPOINT batches").execute(&mut *tx).await?;
+            }
             match Self::insert_rows(&mut tx, &pending).await {
                 Ok(()) => {
-                    sqlx::query("RELEASE SAVEPOINT batches")
-                        .execute(&mut *tx)
-                        .await?;
+                    if savepoint {
+                        sqlx::query("RELEASE SAVEPOINT batches")
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     for index in ready {
                         let (_, expected_head, events) = &batches[index];
                         let head = events.last().map_or(*expected_head, |(e, _)| e.head());
@@ -213,12 +252,14 @@ impl SqliteStore {
                     }
                 }
                 Err(error) if is_unique_violation(&error) => {
-                    sqlx::query("ROLLBACK TO SAVEPOINT batches")
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("RELEASE SAVEPOINT batches")
-                        .execute(&mut *tx)
-                        .await?;
+                    if savepoint {
+                        sqlx::query("ROLLBACK TO SAVEPOINT batches")
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("RELEASE SAVEPOINT batches")
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     for index in ready {
                         results[index] = Some(Self::insert_alone(&mut tx, &batches[index]).await?);
                     }
@@ -263,7 +304,7 @@ impl SqliteStore {
         events: &[(Event, Vec<u8>)],
     ) -> Result<ChainHead, AppendError> {
         rows::check_batch(tenant, expected_head, events)?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let actual = Self::head_in(&mut tx, tenant).await?;
         if actual != expected_head {
             // Release the lock now rather than when the connection is next used.
@@ -349,7 +390,7 @@ impl SqliteStore {
     ) -> Result<(), CheckpointStoreError> {
         let tenant = &checkpoint.tenant;
         let seq = rows::seq_to_db(checkpoint.seq);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let hash: Option<(Vec<u8>,)> =
             sqlx::query_as("SELECT hash FROM events WHERE tenant_id = ? AND seq = ?")
                 .bind(tenant.as_str())

@@ -95,6 +95,7 @@ impl Store {
         detached(async move {
             match store {
                 Store::Sqlite(s) => {
+                    let _turn = s.write_turn().await;
                     sqlx::query(sql)
                         .bind(tenant.as_str())
                         .bind(&id)
