@@ -361,48 +361,81 @@ impl IntoIterator for SignatureCache {
     }
 }
 
-/// Verifies the signatures of `proofs` under `keys`, each distinct proof once, in one
-/// Ed25519 batch where all are valid (the common case), else one by one so each gets its
-/// own answer.
-pub fn precheck_signatures(keys: &KeySet, proofs: &[&TwoFactorProof]) -> SignatureCache {
-    let mut messages = Vec::with_capacity(proofs.len());
-    let mut signatures = Vec::with_capacity(proofs.len());
-    let mut verifying_keys = Vec::with_capacity(proofs.len());
-    let mut entries = Vec::with_capacity(proofs.len());
-    let mut seen: IdMap<Sig, &TwoFactorProof> = IdMap::default();
-    for proof in proofs {
-        let Ok(record) = keys.lookup(&proof.key_id, KeyPurpose::TwoFactor, proof.verified_at)
-        else {
-            continue;
-        };
-        let Some(key) = keys.verifying_key(&record.key_id) else {
-            continue;
-        };
+/// A proof's signature made ready for a batch ([`prepare_signature`]), on a parse worker:
+/// the key looked up and the per-signature half of the batch equation done.
+#[derive(Debug, Clone)]
+pub struct PendingSignature {
+    public_key: PublicKeyBytes,
+    proof: TwoFactorProof,
+    verifying: ed25519_dalek::VerifyingKey,
+    prepared: crate::crypto::PreparedSignature,
+}
+
+/// Prepares `proof`'s signature for [`verify_pending_signatures`], or `None` when `keys`
+/// has no usable 2FA key for it (the verifier then answers on the spot).
+pub fn prepare_signature(keys: &KeySet, proof: &TwoFactorProof) -> Option<PendingSignature> {
+    let record = keys
+        .lookup(&proof.key_id, KeyPurpose::TwoFactor, proof.verified_at)
+        .ok()?;
+    let verifying = *keys.verifying_key(&record.key_id)?;
+    let signature = ed25519_dalek::Signature::from_bytes(proof.sig.as_bytes());
+    let prepared =
+        crate::crypto::PreparedSignature::new(&proof.signed_message(), &signature, &verifying);
+    Some(PendingSignature {
+        public_key: record.public_key,
+        proof: proof.clone(),
+        verifying,
+        prepared,
+    })
+}
+
+/// Verifies prepared signatures, each distinct proof once, in one Ed25519 batch where all
+/// are valid (the common case), else one by one so each gets its own answer.
+pub fn verify_pending_signatures(pending: Vec<PendingSignature>) -> SignatureCache {
+    let mut seen: IdMap<Sig, usize> = IdMap::default();
+    let mut entries: Vec<PendingSignature> = Vec::with_capacity(pending.len());
+    for entry in pending {
         // One key set: a proof's key id always leads to the same key.
-        if seen.get(&proof.sig).is_some_and(|seen| seen == proof) {
+        if seen
+            .get(&entry.proof.sig)
+            .is_some_and(|&index| entries[index].proof == entry.proof)
+        {
             continue;
         }
-        seen.insert(proof.sig, proof);
-        messages.push(proof.signed_message());
-        signatures.push(ed25519_dalek::Signature::from_bytes(proof.sig.as_bytes()));
-        verifying_keys.push(*key);
-        entries.push((record.public_key, *proof));
+        seen.insert(entry.proof.sig, entries.len());
+        entries.push(entry);
     }
-    let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-    let all_valid = !entries.is_empty()
-        && crate::crypto::verify_batch_by_key(&message_refs, &signatures, &verifying_keys);
+    let batch: Vec<&crate::crypto::PreparedSignature> =
+        entries.iter().map(|entry| &entry.prepared).collect();
+    let all_valid = !entries.is_empty() && crate::crypto::verify_prepared_batch(&batch);
+    drop(batch);
     let mut cache = SignatureCache(IdMap::with_capacity_and_hasher(
         entries.len(),
         Default::default(),
     ));
-    for (index, (public_key, proof)) in entries.into_iter().enumerate() {
-        let ok = all_valid
-            || verifying_keys[index]
-                .verify_strict(message_refs[index], &signatures[index])
-                .is_ok();
-        cache.insert(public_key, proof.clone(), ok);
+    for entry in entries {
+        let ok = all_valid || {
+            let signature = ed25519_dalek::Signature::from_bytes(entry.proof.sig.as_bytes());
+            entry
+                .verifying
+                .verify_strict(&entry.proof.signed_message(), &signature)
+                .is_ok()
+        };
+        cache.insert(entry.public_key, entry.proof, ok);
     }
     cache
+}
+
+/// Verifies the signatures of `proofs` under `keys`, each distinct proof once, in one
+/// Ed25519 batch where all are valid (the common case), else one by one so each gets its
+/// own answer.
+pub fn precheck_signatures(keys: &KeySet, proofs: &[&TwoFactorProof]) -> SignatureCache {
+    verify_pending_signatures(
+        proofs
+            .iter()
+            .filter_map(|proof| prepare_signature(keys, proof))
+            .collect(),
+    )
 }
 
 struct CachedCheck<'a> {
