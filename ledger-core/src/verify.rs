@@ -21,7 +21,7 @@ use crate::event::{Event, EventBody, EventError, ParsedEvent, Posting};
 use crate::ids::{KeyId, PrincipalKind, TenantId};
 use crate::money::{Currency, SignedAmount};
 use crate::proof::{SignatureCheck, TwoFactorFailure, TwoFactorProof};
-use crate::state::{Bucket, IdMap, IdSet, TenantState};
+use crate::state::{Bucket, IdMap, IdSet, PayoutStatus, TenantState};
 use crate::time::Timestamp;
 
 /// The export format name of the header line.
@@ -887,12 +887,22 @@ impl Verifier {
             (None, checkpoint) => checkpoint,
         };
         if let Some(state) = &self.state {
+            // Counted by status first: no text per payout.
+            let mut counts = [0u64; PayoutStatus::ALL.len()];
             for payout in state.payouts.values() {
-                *self
-                    .summary
-                    .payouts_by_status
-                    .entry(payout.status().name().to_owned())
-                    .or_default() += 1;
+                let status = payout.status();
+                if let Some(index) = PayoutStatus::ALL.iter().position(|s| *s == status) {
+                    counts[index] += 1;
+                }
+            }
+            for (status, count) in PayoutStatus::ALL.iter().zip(counts) {
+                if count > 0 {
+                    *self
+                        .summary
+                        .payouts_by_status
+                        .entry(status.name().to_owned())
+                        .or_default() += count;
+                }
             }
         }
         let rule_break = self.rule_break.take();
