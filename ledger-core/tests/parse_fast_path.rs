@@ -244,18 +244,26 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// The typed data of requests and approvals is read without serde on the fast path:
-    /// mutations of just those lines (their data included) read the same both ways.
+    /// The typed data of requests, approvals, authorizations, executions and releases is
+    /// read without serde on the fast path: mutations of just those lines (their data
+    /// included) read the same both ways.
     #[test]
-    fn mutated_requests_and_approvals_read_the_same_both_ways(
+    fn mutated_payout_lines_read_the_same_both_ways(
         pick in any::<Index>(),
         mutations in vec(mutation(), 1..4),
     ) {
         let simple: Vec<&String> = corpus()
             .iter()
             .filter(|line| {
-                line.contains("\"kind\":\"payout.requested\"")
-                    || line.contains("\"kind\":\"payout.approved\"")
+                [
+                    "requested",
+                    "approved",
+                    "authorized",
+                    "executed",
+                    "released",
+                ]
+                .iter()
+                .any(|kind| line.contains(&format!("\"kind\":\"payout.{kind}\"")))
             })
             .collect();
         prop_assert!(simple.len() > 4, "{}", simple.len());
