@@ -15,9 +15,9 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use ledger_core::crypto::KeySet;
-use ledger_core::proof::TwoFactorProof;
 use ledger_core::verify::{
-    parse_line, precheck_signatures, ExportLine, Report, SignatureCache, UsageError, Verifier,
+    parse_line, prepare_signature, verify_pending_signatures, ExportLine, PendingSignature, Report,
+    SignatureCache, UsageError, Verifier,
 };
 use rayon::prelude::*;
 
@@ -31,8 +31,6 @@ const CHUNKS_AHEAD: usize = 2;
 /// Most event hashes kept while pass 1 has not yet said which seqs checkpoints name (about
 /// 48 MiB); past it pass 2 waits for pass 1.
 const HASHES_PENDING_MAX: usize = 1 << 20;
-/// Fewest proofs worth a batch of their own.
-const PROOFS_PER_BATCH_MIN: usize = 64;
 
 /// How to verify.
 #[derive(Debug)]
@@ -58,10 +56,11 @@ impl Default for Options {
 /// One line, parsed, or why it could not be.
 type Parsed = Result<Option<(usize, ExportLine)>, Error>;
 
-/// A parsed chunk and its signatures, verified ahead.
+/// A parsed chunk, and its signatures being verified ahead (by a rayon task, beside the
+/// parsing of the next chunk and the verifier).
 struct Prepared {
     lines: Vec<Parsed>,
-    cache: SignatureCache,
+    cache: mpsc::Receiver<SignatureCache>,
     bytes: u64,
 }
 
@@ -124,8 +123,11 @@ fn parse_one(number: usize, line: &[u8]) -> Parsed {
     Ok(Some((number, parsed)))
 }
 
-/// Parses a chunk in parallel and verifies its proofs' signatures in per-core batches.
-/// `keys` are the keys known before the chunk; key lines inside it are added.
+/// Parses a chunk in parallel, prepares its proofs' signatures in parallel (hash of
+/// `R || A || M`, decompression of `R`: per-proof work), and starts their verification as
+/// one Ed25519 batch on the rayon pool, where it runs beside the parsing of the next chunk
+/// and the verifier. `keys` are the keys known before the chunk; key lines inside it are
+/// added first.
 fn prepare(chunk: &Chunk, keys: &mut KeySet, pinned: bool) -> Prepared {
     let numbered: Vec<(usize, &[u8])> = chunk.lines().collect();
     let lines: Vec<Parsed> = numbered
@@ -133,34 +135,32 @@ fn prepare(chunk: &Chunk, keys: &mut KeySet, pinned: bool) -> Prepared {
         .with_min_len(256)
         .map(|(number, line)| parse_one(*number, line))
         .collect();
-    let mut proofs: Vec<&TwoFactorProof> = Vec::new();
-    for (_, line) in lines.iter().flatten().flatten() {
-        match line {
-            ExportLine::Key(record) if !pinned => {
+    if !pinned {
+        for (_, line) in lines.iter().flatten().flatten() {
+            if let ExportLine::Key(record) = line {
                 // A conflicting record is the verifier's to report; the cache is keyed
                 // by the public key that verified, so a wrong guess here is harmless.
                 let _ = keys.insert(record.clone());
             }
-            ExportLine::Event(parsed) if parsed.body_error.is_none() => {
-                proofs.extend(parsed.event.body.two_factor());
-            }
-            ExportLine::Key(_)
-            | ExportLine::Event(_)
-            | ExportLine::Header(_)
-            | ExportLine::Checkpoint(_) => {}
         }
     }
-    let batch = proofs
-        .len()
-        .div_ceil(rayon::current_num_threads().max(1))
-        .max(PROOFS_PER_BATCH_MIN);
-    let cache = proofs
-        .par_chunks(batch)
-        .map(|batch| precheck_signatures(keys, batch))
-        .reduce(SignatureCache::new, |mut a, b| {
-            a.extend(b);
-            a
-        });
+    let keys: &KeySet = keys;
+    let pending: Vec<PendingSignature> = lines
+        .par_iter()
+        .with_min_len(256)
+        .filter_map(|line| match line {
+            Ok(Some((_, ExportLine::Event(parsed)))) if parsed.body_error.is_none() => parsed
+                .event
+                .body
+                .two_factor()
+                .and_then(|proof| prepare_signature(keys, proof)),
+            Ok(_) | Err(_) => None,
+        })
+        .collect();
+    let (sender, cache) = mpsc::sync_channel(1);
+    rayon::spawn(move || {
+        let _ = sender.send(verify_pending_signatures(pending));
+    });
     Prepared {
         lines,
         cache,
@@ -216,22 +216,24 @@ pub fn verify_file(path: &Path, options: Options) -> Result<Report, Error> {
         let pass_two = (|| {
             for prepared in receiver {
                 let mut prepared = prepared?;
+                let cache = match prepared.cache.recv() {
+                    Ok(cache) => cache,
+                    Err(mpsc::RecvError) => unreachable!("the batch task always answers"),
+                };
                 let mut lines = std::mem::take(&mut prepared.lines);
                 for line in lines.iter_mut() {
                     match std::mem::replace(line, Ok(None)) {
                         Ok(Some((number, ExportLine::Event(parsed)))) => {
-                            verifier.push_event_line(number, &parsed, &prepared.cache)?;
+                            verifier.push_event_line(number, &parsed, &cache)?;
                             *line = Ok(Some((number, ExportLine::Event(parsed))));
                         }
-                        Ok(Some((number, parsed))) => {
-                            verifier.push(number, parsed, &prepared.cache)?
-                        }
+                        Ok(Some((number, parsed))) => verifier.push(number, parsed, &cache)?,
                         Ok(None) => {}
                         Err(e) => return Err(e),
                     }
                 }
                 // The reader thread may have stopped; then the lines are freed here.
-                let _ = done_sender.send((lines, prepared.cache));
+                let _ = done_sender.send((lines, cache));
                 if let Some(progress) = &progress {
                     progress.inc(prepared.bytes);
                 }

@@ -213,6 +213,43 @@ impl rand_core::RngCore for ZeroRng {
 
 impl rand_core::CryptoRng for ZeroRng {}
 
+/// One signature made ready for a batch ([`verify_prepared_batch`]): the per-signature
+/// work of `ed25519_dalek::verify_batch` done ahead (SHA-512 of `R || A || M`, its
+/// reduction, the canonical check of `s`, the decompression of `R`), so that it can run
+/// on the parallel parse workers and the batch itself is only the transcript and the
+/// multiscalar multiplication.
+#[derive(Debug, Clone)]
+pub struct PreparedSignature {
+    hram: [u8; 64],
+    hram_scalar: curve25519_dalek::scalar::Scalar,
+    s_bytes: [u8; 32],
+    s: Option<curve25519_dalek::scalar::Scalar>,
+    r: Option<curve25519_dalek::edwards::EdwardsPoint>,
+    key: VerifyingKey,
+}
+
+impl PreparedSignature {
+    /// Prepares `signature` over `message` under `key`.
+    pub fn new(message: &[u8], signature: &ed25519_dalek::Signature, key: &VerifyingKey) -> Self {
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        use curve25519_dalek::scalar::Scalar;
+
+        let mut h = sha2::Sha512::default();
+        h.update(signature.r_bytes());
+        h.update(key.as_bytes());
+        h.update(message);
+        let hram: [u8; 64] = h.finalize().into();
+        Self {
+            hram,
+            hram_scalar: Scalar::from_bytes_mod_order_wide(&hram),
+            s_bytes: *signature.s_bytes(),
+            s: Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes())),
+            r: CompressedEdwardsY(*signature.r_bytes()).decompress(),
+            key: *key,
+        }
+    }
+}
+
 /// `ed25519_dalek::verify_batch`, with the public keys' terms gathered: where it sums
 /// `(z_i * h_i) * A_i` over every signature, this sums `(sum of z_i * h_i) * A` once per
 /// distinct key. The transcript, the coefficients `z_i` and so the point computed are the
@@ -225,38 +262,40 @@ pub fn verify_batch_by_key(
     signatures: &[ed25519_dalek::Signature],
     keys: &[VerifyingKey],
 ) -> bool {
-    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
-    use curve25519_dalek::scalar::Scalar;
-    use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
-
     if signatures.len() != messages.len() || keys.len() != messages.len() {
         return false;
     }
-    let hrams: Vec<[u8; 64]> = (0..signatures.len())
-        .map(|i| {
-            let mut h = sha2::Sha512::default();
-            h.update(signatures[i].r_bytes());
-            h.update(keys[i].as_bytes());
-            h.update(messages[i]);
-            h.finalize().into()
-        })
+    let prepared: Vec<PreparedSignature> = (0..signatures.len())
+        .map(|i| PreparedSignature::new(messages[i], &signatures[i], &keys[i]))
         .collect();
+    verify_prepared_batch(&prepared)
+}
+
+/// [`verify_batch_by_key`] of signatures prepared ahead (in any order of preparation: the
+/// batch is the slice, in its order). Deterministic: the coefficients come from the
+/// transcript of the batch alone.
+pub fn verify_prepared_batch<P: std::borrow::Borrow<PreparedSignature>>(batch: &[P]) -> bool {
+    use curve25519_dalek::edwards::EdwardsPoint;
+    use curve25519_dalek::scalar::Scalar;
+    use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+
     let mut transcript = merlin::Transcript::new(b"ed25519 batch verification");
-    for hram in &hrams {
-        transcript.append_message(b"hram", hram);
+    let batch: Vec<&PreparedSignature> = batch.iter().map(|entry| entry.borrow()).collect();
+    for entry in &batch {
+        transcript.append_message(b"hram", &entry.hram);
     }
-    for signature in signatures {
-        transcript.append_message(b"sig.s", signature.s_bytes());
+    for entry in &batch {
+        transcript.append_message(b"sig.s", &entry.s_bytes);
     }
     let mut rng = transcript.build_rng().finalize(&mut ZeroRng);
-    let mut s_values = Vec::with_capacity(signatures.len());
-    for signature in signatures {
-        match Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes())) {
+    let mut s_values = Vec::with_capacity(batch.len());
+    for entry in &batch {
+        match entry.s {
             Some(s) => s_values.push(s),
             None => return false,
         }
     }
-    let zs: Vec<Scalar> = signatures
+    let zs: Vec<Scalar> = batch
         .iter()
         .map(|_| {
             let mut bytes = [0u8; 16];
@@ -266,25 +305,21 @@ pub fn verify_batch_by_key(
         .collect();
     let b_coefficient: Scalar = s_values.iter().zip(&zs).map(|(s, z)| z * s).sum();
     let mut key_terms: Vec<(&VerifyingKey, Scalar)> = Vec::new();
-    for ((hram, z), key) in hrams.iter().zip(&zs).zip(keys) {
-        let term = Scalar::from_bytes_mod_order_wide(hram) * z;
+    for (entry, z) in batch.iter().zip(&zs) {
+        let term = entry.hram_scalar * z;
         match key_terms
             .iter_mut()
-            .find(|(k, _)| k.as_bytes() == key.as_bytes())
+            .find(|(k, _)| k.as_bytes() == entry.key.as_bytes())
         {
             Some((_, sum)) => *sum += term,
-            None => key_terms.push((key, term)),
+            None => key_terms.push((&entry.key, term)),
         }
     }
     let scalars = std::iter::once(-b_coefficient)
         .chain(zs.iter().copied())
         .chain(key_terms.iter().map(|(_, sum)| *sum));
     let points = std::iter::once(Some(curve25519_dalek::constants::ED25519_BASEPOINT_POINT))
-        .chain(
-            signatures
-                .iter()
-                .map(|signature| CompressedEdwardsY(*signature.r_bytes()).decompress()),
-        )
+        .chain(batch.iter().map(|entry| entry.r))
         .chain(key_terms.iter().map(|(key, _)| Some(key.to_edwards())));
     EdwardsPoint::optional_multiscalar_mul(scalars, points).is_some_and(|id| id.is_identity())
 }

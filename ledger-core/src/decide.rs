@@ -201,9 +201,7 @@ pub(crate) fn decide_one(
     command: &Command,
     ctx: &Context<'_>,
 ) -> Result<EventBody, Rejection> {
-    if ctx.tenant != &state.tenant {
-        return Err(Rejection::NotFound { what: "tenant" });
-    }
+    tenant_matches(state, ctx)?;
     if let Command::CreateTenant { name, admin } = command {
         if state.created {
             return Err(Rejection::state("tenant already exists"));
@@ -219,9 +217,7 @@ pub(crate) fn decide_one(
             admin: admin.clone(),
         }));
     }
-    if !state.created {
-        return Err(Rejection::NotFound { what: "tenant" });
-    }
+    tenant_created(state)?;
     let body = match command {
         Command::CreateTenant { .. } => unreachable!("handled above"),
         Command::AddUser { user, name } => {
@@ -412,29 +408,15 @@ pub(crate) fn decide_one(
             metadata,
         } => {
             require_permission(state, ctx, Permission::PayoutRequest)?;
-            text("reference", reference, REFERENCE_LENGTH_MAX, true)?;
-            if let Some(metadata) = metadata {
-                if metadata.len() > METADATA_ENTRIES_MAX {
-                    return Err(Rejection::validation("too many metadata entries"));
-                }
-                for (key, value) in metadata {
-                    text("metadata key", key, METADATA_KEY_LENGTH_MAX, true)?;
-                    text("metadata value", value, METADATA_VALUE_LENGTH_MAX, false)?;
-                }
-            }
-            if state.payouts.contains_key(payout) {
-                return Err(Rejection::state("payout already exists"));
-            }
-            let source = state
-                .accounts
-                .get(account)
-                .ok_or(Rejection::NotFound { what: "account" })?;
-            if !state.payees.contains_key(payee) {
-                return Err(Rejection::NotFound { what: "payee" });
-            }
-            if source.currency != money.currency() {
-                return Err(Rejection::validation("currency differs from the account's"));
-            }
+            request_rules(
+                state,
+                payout,
+                account,
+                payee,
+                money,
+                reference,
+                metadata.as_ref(),
+            )?;
             EventBody::PayoutRequested(PayoutRequested {
                 payout: payout.clone(),
                 account: account.clone(),
@@ -447,16 +429,7 @@ pub(crate) fn decide_one(
         }
         Command::ApprovePayout { payout, batch } => {
             require_permission(state, ctx, Permission::PayoutApprove)?;
-            let open = open_payout(state, payout, &[PayoutStatus::Requested])?;
-            four_eyes(
-                &open.requester == ctx.actor,
-                "the approver requested this payout",
-            )?;
-            four_eyes(
-                open.approvers.contains(ctx.actor),
-                "this approver already approved this payout",
-            )?;
-            batch_member(batch.as_ref(), payout.as_str())?;
+            approve_rules(state, ctx, payout, batch.as_ref())?;
             EventBody::PayoutApproved(PayoutApproved {
                 payout: payout.clone(),
                 batch: batch.clone(),
@@ -620,6 +593,159 @@ pub(crate) fn decide_one(
     Ok(body)
 }
 
+fn tenant_matches(state: &TenantState, ctx: &Context<'_>) -> Result<(), Rejection> {
+    if ctx.tenant != &state.tenant {
+        return Err(Rejection::NotFound { what: "tenant" });
+    }
+    Ok(())
+}
+
+fn tenant_created(state: &TenantState) -> Result<(), Rejection> {
+    if !state.created {
+        return Err(Rejection::NotFound { what: "tenant" });
+    }
+    Ok(())
+}
+
+/// The rules of a payout request (after its permission), shared by [`decide_one`] and
+/// the verifier's fast path.
+fn request_rules(
+    state: &TenantState,
+    payout: &PayoutId,
+    account: &crate::ids::AccountId,
+    payee: &crate::ids::PayeeId,
+    money: &Money,
+    reference: &str,
+    metadata: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<(), Rejection> {
+    text("reference", reference, REFERENCE_LENGTH_MAX, true)?;
+    if let Some(metadata) = metadata {
+        if metadata.len() > METADATA_ENTRIES_MAX {
+            return Err(Rejection::validation("too many metadata entries"));
+        }
+        for (key, value) in metadata {
+            text("metadata key", key, METADATA_KEY_LENGTH_MAX, true)?;
+            text("metadata value", value, METADATA_VALUE_LENGTH_MAX, false)?;
+        }
+    }
+    if state.payouts.contains_key(payout) {
+        return Err(Rejection::state("payout already exists"));
+    }
+    let source = state
+        .accounts
+        .get(account)
+        .ok_or(Rejection::NotFound { what: "account" })?;
+    if !state.payees.contains_key(payee) {
+        return Err(Rejection::NotFound { what: "payee" });
+    }
+    if source.currency != money.currency() {
+        return Err(Rejection::validation("currency differs from the account's"));
+    }
+    Ok(())
+}
+
+/// The rules of an approval (after its permission), shared by [`decide_one`] and the
+/// verifier's fast path.
+fn approve_rules(
+    state: &TenantState,
+    ctx: &Context<'_>,
+    payout: &PayoutId,
+    batch: Option<&Vec<String>>,
+) -> Result<(), Rejection> {
+    let open = open_payout(state, payout, &[PayoutStatus::Requested])?;
+    four_eyes(
+        &open.requester == ctx.actor,
+        "the approver requested this payout",
+    )?;
+    four_eyes(
+        open.approvers.contains(ctx.actor),
+        "this approver already approved this payout",
+    )?;
+    batch_member(batch, payout.as_str())
+}
+
+/// Whether `text` is exactly `money.to_text()`, without allocating.
+fn is_money_text(money: &Money, text: &str) -> bool {
+    struct Compare<'a> {
+        rest: &'a [u8],
+        equal: bool,
+    }
+    impl std::fmt::Write for Compare<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            match self.rest.strip_prefix(s.as_bytes()) {
+                Some(rest) => self.rest = rest,
+                None => self.equal = false,
+            }
+            Ok(())
+        }
+    }
+    let mut compare = Compare {
+        rest: text.as_bytes(),
+        equal: true,
+    };
+    if std::fmt::Write::write_fmt(&mut compare, format_args!("{}", money.amount())).is_err() {
+        return false;
+    }
+    compare.equal && compare.rest.is_empty()
+}
+
+/// The verifier's fast path ([`Enforcement::Audit`]) for the commonest kinds,
+/// `payout.requested` and `payout.approved`: what re-deciding the command the event
+/// records gives, without building the command or the decided body. `None` for any other
+/// kind (or enforcement); else `Ok(true)` when `decide` produces exactly `body`,
+/// `Ok(false)` when it produces another body, `Err` with the rejection `decide` (or
+/// reading the command from the event) gives. A property test holds it equal to the
+/// general path.
+pub(crate) fn audit_fast_path(
+    state: &TenantState,
+    body: &EventBody,
+    ctx: &Context<'_>,
+) -> Option<Result<bool, Rejection>> {
+    if ctx.enforcement != Enforcement::Audit {
+        return None;
+    }
+    match body {
+        EventBody::PayoutRequested(d) => Some((|| {
+            let money = exact_money(&d.amount, d.currency)?;
+            tenant_matches(state, ctx)?;
+            tenant_created(state)?;
+            request_rules(
+                state,
+                &d.payout,
+                &d.account,
+                &d.payee,
+                &money,
+                &d.reference,
+                d.metadata.as_ref(),
+            )?;
+            Ok(money.currency() == d.currency && is_money_text(&money, &d.amount))
+        })()),
+        EventBody::PayoutApproved(d) => Some((|| {
+            tenant_matches(state, ctx)?;
+            tenant_created(state)?;
+            approve_rules(state, ctx, &d.payout, d.batch.as_ref())?;
+            Ok(true)
+        })()),
+        EventBody::TenantCreated(_)
+        | EventBody::UserAdded(_)
+        | EventBody::RoleGranted(_)
+        | EventBody::RoleRevoked(_)
+        | EventBody::ApiKeyIssued(_)
+        | EventBody::ApiKeyRevoked(_)
+        | EventBody::AccountOpened(_)
+        | EventBody::FundsDeposited(_)
+        | EventBody::PayeeAdded(_)
+        | EventBody::PolicyUpdated(_)
+        | EventBody::PayoutRejected(_)
+        | EventBody::PayoutAuthorized(_)
+        | EventBody::PayoutExecuted(_)
+        | EventBody::PayoutReleased(_)
+        | EventBody::PayoutFailed(_)
+        | EventBody::PayoutCancelled(_)
+        | EventBody::CommandRejected(_) => None,
+    }
+}
+
 fn return_hold(open: &OpenPayout) -> Vec<crate::event::Posting> {
     transfer(
         Bucket::Held(open.account.clone()),
@@ -663,4 +789,40 @@ pub(crate) fn exact_money(
     currency: crate::money::Currency,
 ) -> Result<Money, Rejection> {
     Money::parse_exact(amount, currency).map_err(|e| Rejection::validation(format!("amount: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Currency;
+
+    /// The allocation-free comparison against `to_text`, on amounts and on texts that
+    /// differ from them in every way (shorter, longer, another digit).
+    #[test]
+    fn money_text_comparison_agrees_with_to_text() {
+        for (text, currency) in [
+            ("0.01", Currency::Eur),
+            ("12.34", Currency::Eur),
+            ("1000000000000.00", Currency::Eur),
+            ("1200", Currency::Jpy),
+        ] {
+            let money = Money::parse_exact(text, currency).expect("amount");
+            let canonical = money.to_text();
+            assert!(is_money_text(&money, &canonical), "{canonical}");
+            let mut longer = canonical.clone();
+            longer.push('0');
+            let shorter = &canonical[..canonical.len() - 1];
+            let mut other = canonical.clone().into_bytes();
+            let last = other.len() - 1;
+            other[last] = if other[last] == b'9' {
+                b'8'
+            } else {
+                other[last] + 1
+            };
+            let other = String::from_utf8(other).expect("ascii");
+            for wrong in [longer.as_str(), shorter, other.as_str(), "", "-1"] {
+                assert!(!is_money_text(&money, wrong), "{wrong} vs {canonical}");
+            }
+        }
+    }
 }

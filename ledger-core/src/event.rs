@@ -933,7 +933,11 @@ impl Event {
         if cursor.position != text.len() {
             return None;
         }
-        let (body, body_error) = match EventBody::from_data(kind, data) {
+        let typed = match simple_body(kind, data) {
+            Some(body) => Ok(body),
+            None => EventBody::from_data(kind, data),
+        };
+        let (body, body_error) = match typed {
             Ok(body) => (body, None),
             Err(e) => (placeholder_body(), Some(e)),
         };
@@ -966,6 +970,167 @@ impl Event {
             body_error,
         })
     }
+}
+
+/// The typed data of the commonest kinds (`payout.approved`, `payout.requested`, and
+/// `payout.authorized`, `payout.executed`, `payout.released` without a batch or a rail)
+/// read straight from canonical data text in its simplest form (the kind's keys in their
+/// sorted order, no optional field but the proof, strings without escapes), without
+/// serde. `None` whenever the
+/// text is anything else, and [`EventBody::from_data`] then decides; when it answers, it
+/// answers what `from_data` does (the fast path's property test compares the two parsers
+/// on every line, and the general one reads the data with serde only).
+fn simple_body(kind: &str, data: &str) -> Option<EventBody> {
+    let mut cursor = LineCursor {
+        text: data,
+        position: 0,
+    };
+    let body = match kind {
+        "payout.approved" => {
+            cursor.literal(b"{\"payout\":\"")?;
+            let payout = cursor.plain_string()?;
+            cursor.literal(b"}")?;
+            EventBody::PayoutApproved(PayoutApproved {
+                payout: PayoutId::parse(payout).ok()?,
+                batch: None,
+            })
+        }
+        "payout.requested" => {
+            cursor.literal(b"{\"account\":\"")?;
+            let account = cursor.plain_string()?;
+            cursor.literal(b",\"amount\":\"")?;
+            let amount = cursor.plain_string()?;
+            cursor.literal(b",\"currency\":\"")?;
+            let currency = cursor.plain_string()?;
+            cursor.literal(b",\"payee\":\"")?;
+            let payee = cursor.plain_string()?;
+            cursor.literal(b",\"payout\":\"")?;
+            let payout = cursor.plain_string()?;
+            cursor.literal(b",\"reference\":\"")?;
+            let reference = cursor.plain_string()?;
+            cursor.literal(b"}")?;
+            EventBody::PayoutRequested(PayoutRequested {
+                payout: PayoutId::parse(payout).ok()?,
+                account: AccountId::parse(account).ok()?,
+                payee: PayeeId::parse(payee).ok()?,
+                amount: amount.to_owned(),
+                currency: currency.parse().ok()?,
+                reference: reference.to_owned(),
+                metadata: None,
+            })
+        }
+        "payout.authorized" => {
+            // payout, postings, two_factor
+            cursor.literal(b"{\"payout\":\"")?;
+            let payout = PayoutId::parse(cursor.plain_string()?).ok()?;
+            cursor.literal(b",\"postings\":")?;
+            let postings = simple_postings(&mut cursor)?;
+            cursor.literal(b",\"two_factor\":")?;
+            let two_factor = Some(simple_proof(&mut cursor)?);
+            cursor.literal(b"}")?;
+            EventBody::PayoutAuthorized(PayoutAuthorized {
+                payout,
+                two_factor,
+                postings,
+                batch: None,
+            })
+        }
+        "payout.executed" => {
+            // payout, two_factor
+            cursor.literal(b"{\"payout\":\"")?;
+            let payout = PayoutId::parse(cursor.plain_string()?).ok()?;
+            cursor.literal(b",\"two_factor\":")?;
+            let two_factor = Some(simple_proof(&mut cursor)?);
+            cursor.literal(b"}")?;
+            EventBody::PayoutExecuted(PayoutExecuted {
+                payout,
+                rail: None,
+                two_factor,
+                batch: None,
+            })
+        }
+        "payout.released" => {
+            // payout, postings[, two_factor]
+            cursor.literal(b"{\"payout\":\"")?;
+            let payout = PayoutId::parse(cursor.plain_string()?).ok()?;
+            cursor.literal(b",\"postings\":")?;
+            let postings = simple_postings(&mut cursor)?;
+            let two_factor = if cursor.literal(b",\"two_factor\":").is_some() {
+                Some(simple_proof(&mut cursor)?)
+            } else {
+                None
+            };
+            cursor.literal(b"}")?;
+            EventBody::PayoutReleased(PayoutReleased {
+                payout,
+                two_factor,
+                postings,
+                batch: None,
+            })
+        }
+        _ => return None,
+    };
+    (cursor.position == data.len()).then_some(body)
+}
+
+/// `[{"account":…,"amount":…,"currency":…},…]` in its simplest form (see [`simple_body`]).
+fn simple_postings(cursor: &mut LineCursor<'_>) -> Option<Vec<Posting>> {
+    cursor.literal(b"[")?;
+    let mut postings = Vec::with_capacity(2);
+    if cursor.literal(b"]").is_some() {
+        return Some(postings);
+    }
+    loop {
+        cursor.literal(b"{\"account\":\"")?;
+        let account = cursor.plain_string()?.to_owned();
+        cursor.literal(b",\"amount\":\"")?;
+        let amount = cursor.plain_string()?.to_owned();
+        cursor.literal(b",\"currency\":\"")?;
+        let currency = cursor.plain_string()?.parse().ok()?;
+        cursor.literal(b"}")?;
+        postings.push(Posting {
+            account,
+            amount,
+            currency,
+        });
+        if cursor.literal(b"]").is_some() {
+            return Some(postings);
+        }
+        cursor.literal(b",")?;
+    }
+}
+
+/// A 2FA proof object in its simplest form (see [`simple_body`]): every field, in JCS
+/// order, strings without escapes.
+fn simple_proof(cursor: &mut LineCursor<'_>) -> Option<TwoFactorProof> {
+    cursor.literal(b"{\"action\":\"")?;
+    let action = cursor.plain_string()?.to_owned();
+    cursor.literal(b",\"actor\":\"")?;
+    let actor = PrincipalId::parse(cursor.plain_string()?).ok()?;
+    cursor.literal(b",\"key_id\":\"")?;
+    let key_id = crate::ids::KeyId::parse(cursor.plain_string()?).ok()?;
+    cursor.literal(b",\"sig\":\"")?;
+    let sig = crate::crypto::Sig::parse(cursor.plain_string()?).ok()?;
+    cursor.literal(b",\"step\":")?;
+    let step = cursor.canonical_positive_integer()?;
+    cursor.literal(b",\"subject\":\"")?;
+    let subject = cursor.plain_string()?.to_owned();
+    cursor.literal(b",\"tenant\":\"")?;
+    let tenant = TenantId::parse(cursor.plain_string()?).ok()?;
+    cursor.literal(b",\"v\":1,\"verified_at\":\"")?;
+    let verified_at = Timestamp::parse(cursor.plain_string()?).ok()?;
+    cursor.literal(b"}")?;
+    Some(TwoFactorProof {
+        v: 1,
+        tenant,
+        actor,
+        action,
+        subject,
+        step,
+        verified_at,
+        key_id,
+        sig,
+    })
 }
 
 fn hex_into<'a>(hash: &Hash, buffer: &'a mut [u8; 64]) -> &'a str {

@@ -16,12 +16,12 @@ use crate::canonical::{self, CanonicalError};
 use crate::checkpoint::Checkpoint;
 use crate::command::{Command, Context, Enforcement, Rejection};
 use crate::crypto::{Hash, KeyPurpose, KeyRecord, KeySet, PublicKeyBytes, Sig};
-use crate::decide::{decide_one, exact_money};
+use crate::decide::{audit_fast_path, decide_one, exact_money};
 use crate::event::{Event, EventBody, EventError, ParsedEvent, Posting};
 use crate::ids::{KeyId, PrincipalKind, TenantId};
 use crate::money::{Currency, SignedAmount};
 use crate::proof::{SignatureCheck, TwoFactorFailure, TwoFactorProof};
-use crate::state::{Bucket, IdMap, IdSet, TenantState};
+use crate::state::{Bucket, IdMap, IdSet, PayoutStatus, TenantState};
 use crate::time::Timestamp;
 
 /// The export format name of the header line.
@@ -361,48 +361,81 @@ impl IntoIterator for SignatureCache {
     }
 }
 
-/// Verifies the signatures of `proofs` under `keys`, each distinct proof once, in one
-/// Ed25519 batch where all are valid (the common case), else one by one so each gets its
-/// own answer.
-pub fn precheck_signatures(keys: &KeySet, proofs: &[&TwoFactorProof]) -> SignatureCache {
-    let mut messages = Vec::with_capacity(proofs.len());
-    let mut signatures = Vec::with_capacity(proofs.len());
-    let mut verifying_keys = Vec::with_capacity(proofs.len());
-    let mut entries = Vec::with_capacity(proofs.len());
-    let mut seen: IdMap<Sig, &TwoFactorProof> = IdMap::default();
-    for proof in proofs {
-        let Ok(record) = keys.lookup(&proof.key_id, KeyPurpose::TwoFactor, proof.verified_at)
-        else {
-            continue;
-        };
-        let Some(key) = keys.verifying_key(&record.key_id) else {
-            continue;
-        };
+/// A proof's signature made ready for a batch ([`prepare_signature`]), on a parse worker:
+/// the key looked up and the per-signature half of the batch equation done.
+#[derive(Debug, Clone)]
+pub struct PendingSignature {
+    public_key: PublicKeyBytes,
+    proof: TwoFactorProof,
+    verifying: ed25519_dalek::VerifyingKey,
+    prepared: crate::crypto::PreparedSignature,
+}
+
+/// Prepares `proof`'s signature for [`verify_pending_signatures`], or `None` when `keys`
+/// has no usable 2FA key for it (the verifier then answers on the spot).
+pub fn prepare_signature(keys: &KeySet, proof: &TwoFactorProof) -> Option<PendingSignature> {
+    let record = keys
+        .lookup(&proof.key_id, KeyPurpose::TwoFactor, proof.verified_at)
+        .ok()?;
+    let verifying = *keys.verifying_key(&record.key_id)?;
+    let signature = ed25519_dalek::Signature::from_bytes(proof.sig.as_bytes());
+    let prepared =
+        crate::crypto::PreparedSignature::new(&proof.signed_message(), &signature, &verifying);
+    Some(PendingSignature {
+        public_key: record.public_key,
+        proof: proof.clone(),
+        verifying,
+        prepared,
+    })
+}
+
+/// Verifies prepared signatures, each distinct proof once, in one Ed25519 batch where all
+/// are valid (the common case), else one by one so each gets its own answer.
+pub fn verify_pending_signatures(pending: Vec<PendingSignature>) -> SignatureCache {
+    let mut seen: IdMap<Sig, usize> = IdMap::default();
+    let mut entries: Vec<PendingSignature> = Vec::with_capacity(pending.len());
+    for entry in pending {
         // One key set: a proof's key id always leads to the same key.
-        if seen.get(&proof.sig).is_some_and(|seen| seen == proof) {
+        if seen
+            .get(&entry.proof.sig)
+            .is_some_and(|&index| entries[index].proof == entry.proof)
+        {
             continue;
         }
-        seen.insert(proof.sig, proof);
-        messages.push(proof.signed_message());
-        signatures.push(ed25519_dalek::Signature::from_bytes(proof.sig.as_bytes()));
-        verifying_keys.push(*key);
-        entries.push((record.public_key, *proof));
+        seen.insert(entry.proof.sig, entries.len());
+        entries.push(entry);
     }
-    let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-    let all_valid = !entries.is_empty()
-        && crate::crypto::verify_batch_by_key(&message_refs, &signatures, &verifying_keys);
+    let batch: Vec<&crate::crypto::PreparedSignature> =
+        entries.iter().map(|entry| &entry.prepared).collect();
+    let all_valid = !entries.is_empty() && crate::crypto::verify_prepared_batch(&batch);
+    drop(batch);
     let mut cache = SignatureCache(IdMap::with_capacity_and_hasher(
         entries.len(),
         Default::default(),
     ));
-    for (index, (public_key, proof)) in entries.into_iter().enumerate() {
-        let ok = all_valid
-            || verifying_keys[index]
-                .verify_strict(message_refs[index], &signatures[index])
-                .is_ok();
-        cache.insert(public_key, proof.clone(), ok);
+    for entry in entries {
+        let ok = all_valid || {
+            let signature = ed25519_dalek::Signature::from_bytes(entry.proof.sig.as_bytes());
+            entry
+                .verifying
+                .verify_strict(&entry.proof.signed_message(), &signature)
+                .is_ok()
+        };
+        cache.insert(entry.public_key, entry.proof, ok);
     }
     cache
+}
+
+/// Verifies the signatures of `proofs` under `keys`, each distinct proof once, in one
+/// Ed25519 batch where all are valid (the common case), else one by one so each gets its
+/// own answer.
+pub fn precheck_signatures(keys: &KeySet, proofs: &[&TwoFactorProof]) -> SignatureCache {
+    verify_pending_signatures(
+        proofs
+            .iter()
+            .filter_map(|proof| prepare_signature(keys, proof))
+            .collect(),
+    )
 }
 
 struct CachedCheck<'a> {
@@ -441,6 +474,7 @@ pub struct Verifier {
     checkpoints: Vec<(usize, Checkpoint)>,
     summary: Summary,
     lines: usize,
+    fast_paths: bool,
 }
 
 impl Verifier {
@@ -465,7 +499,16 @@ impl Verifier {
                 ..Summary::default()
             },
             lines: 0,
+            fast_paths: true,
         }
+    }
+
+    /// Re-decides every event through the general `decide`, without the fast path for
+    /// the commonest kinds: the reference the fast path is tested against.
+    #[doc(hidden)]
+    pub fn without_fast_paths(mut self) -> Self {
+        self.fast_paths = false;
+        self
     }
 
     /// Declares the seqs that checkpoints will name, so that only those hashes are kept
@@ -726,6 +769,35 @@ impl Verifier {
         check_postings(state, event.body.postings())
             .map_err(|reason| (BreakKind::Postings, None, reason))?;
         let rule = |r: Rejection| (BreakKind::Rule, Some(r.code().to_owned()), r.to_string());
+        let mismatch = || {
+            (
+                BreakKind::Rule,
+                Some("mismatch".into()),
+                "the event's data differs from what the rules produce for it (postings or fields)"
+                    .into(),
+            )
+        };
+        if self.fast_paths {
+            let signatures = CachedCheck {
+                keys: &self.keys,
+                cache,
+            };
+            let ctx = Context {
+                tenant: &event.tenant,
+                actor: &event.actor,
+                at: event.at,
+                scopes: None,
+                signatures: &signatures,
+                enforcement: Enforcement::Audit,
+            };
+            if let Some(result) = audit_fast_path(state, &event.body, &ctx) {
+                if !result.map_err(rule)? {
+                    return Err(mismatch());
+                }
+                state.apply_mut(event);
+                return Ok(());
+            }
+        }
         if let Some(command) = command_of(&event.body).map_err(rule)? {
             let signatures = CachedCheck {
                 keys: &self.keys,
@@ -741,11 +813,7 @@ impl Verifier {
             };
             let decided = decide_one(state, &command, &ctx).map_err(rule)?;
             if decided != event.body {
-                return Err((
-                    BreakKind::Rule,
-                    Some("mismatch".into()),
-                    "the event's data differs from what the rules produce for it (postings or fields)".into(),
-                ));
+                return Err(mismatch());
             }
             if let Some(proof) = event.body.two_factor() {
                 self.summary.keys_used.insert(proof.key_id.clone());
@@ -819,12 +887,22 @@ impl Verifier {
             (None, checkpoint) => checkpoint,
         };
         if let Some(state) = &self.state {
+            // Counted by status first: no text per payout.
+            let mut counts = [0u64; PayoutStatus::ALL.len()];
             for payout in state.payouts.values() {
-                *self
-                    .summary
-                    .payouts_by_status
-                    .entry(payout.status().name().to_owned())
-                    .or_default() += 1;
+                let status = payout.status();
+                if let Some(index) = PayoutStatus::ALL.iter().position(|s| *s == status) {
+                    counts[index] += 1;
+                }
+            }
+            for (status, count) in PayoutStatus::ALL.iter().zip(counts) {
+                if count > 0 {
+                    *self
+                        .summary
+                        .payouts_by_status
+                        .entry(status.name().to_owned())
+                        .or_default() += count;
+                }
             }
         }
         let rule_break = self.rule_break.take();
