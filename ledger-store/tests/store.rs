@@ -989,3 +989,46 @@ fn the_operations_doc_lists_the_service_grants() {
         );
     }
 }
+
+/// Every connection of the embedded store's pool runs with the durability and tuning
+/// settings it was opened with: WAL, `synchronous=FULL` (a 2xx means the commit is on
+/// disk), the longer WAL before checkpoints and the larger page cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sqlite_connection_is_durable_and_tuned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = ledger_store::SqliteStore::open(&dir.path().join("ledger.db"))
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    // Hold several connections at once, so that the pool opens more than one.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut connection = store.pool().acquire().await.expect("acquire");
+        let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&mut *connection)
+            .await
+            .expect("journal_mode");
+        assert_eq!(mode.0, "wal");
+        let synchronous: (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&mut *connection)
+            .await
+            .expect("synchronous");
+        assert_eq!(synchronous.0, 2, "synchronous=FULL");
+        let pages: (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut *connection)
+            .await
+            .expect("wal_autocheckpoint");
+        assert_eq!(
+            pages.0,
+            i64::from(ledger_store::sqlite::WAL_AUTOCHECKPOINT_PAGES)
+        );
+        assert!(pages.0 > 1000, "longer than SQLite's default");
+        let cache: (i64,) = sqlx::query_as("PRAGMA cache_size")
+            .fetch_one(&mut *connection)
+            .await
+            .expect("cache_size");
+        assert_eq!(cache.0, -i64::from(ledger_store::sqlite::CACHE_KIB));
+        held.push(connection);
+    }
+    assert!(store.pool().size() >= 3);
+}
