@@ -141,8 +141,10 @@ impl PostgresStore {
     /// See [`crate::Store::append_many`]: every batch in ONE call of `ledger_append`, so
     /// one round trip and one commit for all of them; the function takes the tenants'
     /// advisory locks in tenant order (two committers cannot deadlock) and answers each
-    /// batch's outcome. If the call itself fails on a unique key (a writer that did not
-    /// take the lock), each batch is retried on its own.
+    /// batch's outcome. If the call itself fails on a unique key (an event id the chain
+    /// already holds, which the function leaves to the (tenant_id, id) key, or a writer
+    /// that did not take the lock), each batch is retried on its own, so that the failure
+    /// names its batch and the others still commit.
     pub(crate) async fn append_many(
         &self,
         batches: &[crate::Batch],
@@ -265,6 +267,9 @@ impl PostgresStore {
                     Ok(actual) => Err(AppendError::Conflict { actual }),
                     Err(error) => Err(AppendError::Store(error)),
                 },
+                // Answered by the function's earlier versions only (a server started
+                // before `migrate` replaced it); the current one leaves duplicates to the
+                // unique key.
                 "duplicate_id" => Err(AppendError::DuplicateEventId),
                 other => {
                     return Err(sqlx::Error::Protocol(format!(
