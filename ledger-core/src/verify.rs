@@ -470,7 +470,7 @@ pub struct Verifier {
     integrity_break: Option<Break>,
     rule_break: Option<Break>,
     wanted_hashes: Option<IdSet<u64>>,
-    hashes: IdMap<u64, Hash>,
+    hashes: EventHashes,
     checkpoints: Vec<(usize, Checkpoint)>,
     summary: Summary,
     lines: usize,
@@ -492,7 +492,7 @@ impl Verifier {
             integrity_break: None,
             rule_break: None,
             wanted_hashes: None,
-            hashes: IdMap::default(),
+            hashes: EventHashes::default(),
             checkpoints: Vec::new(),
             summary: Summary {
                 keys_pinned,
@@ -516,7 +516,7 @@ impl Verifier {
     /// kept before the call are pruned to the declared seqs.
     pub fn expect_checkpoints(&mut self, seqs: impl IntoIterator<Item = u64>) {
         let wanted: IdSet<u64> = seqs.into_iter().collect();
-        self.hashes.retain(|seq, _| wanted.contains(seq));
+        self.hashes.retain(&wanted);
         self.wanted_hashes = Some(wanted);
     }
 
@@ -825,6 +825,17 @@ impl Verifier {
 
     /// Checks the checkpoints and the header's range, and reports.
     pub fn finish(mut self) -> Result<Report, UsageError> {
+        self.conclude()
+    }
+
+    /// [`Verifier::finish`], handing back what the verifier held (the tenant state, the
+    /// kept hashes: large for a long chain) for the caller to free where it likes.
+    pub fn finish_keeping_state(mut self) -> (Result<Report, UsageError>, SpentVerifier) {
+        let report = self.conclude();
+        (report, SpentVerifier(self))
+    }
+
+    fn conclude(&mut self) -> Result<Report, UsageError> {
         let Some(header) = self.header.clone() else {
             return Err(UsageError::Empty);
         };
@@ -848,7 +859,7 @@ impl Verifier {
             } else if let Err(e) = checkpoint.verify_signature(&self.keys) {
                 Some(e.to_string())
             } else {
-                match self.hashes.get(&checkpoint.seq) {
+                match self.hashes.get(checkpoint.seq) {
                     None => Some(format!("no event at seq {} in the export", checkpoint.seq)),
                     Some(hash) if *hash != checkpoint.head => Some(format!(
                         "head does not match the hash of event {}",
@@ -916,8 +927,57 @@ impl Verifier {
         Ok(Report {
             first_break,
             also_rule_break,
-            summary: self.summary,
+            summary: std::mem::take(&mut self.summary),
         })
+    }
+}
+
+/// A finished verifier's state, to be dropped (see [`Verifier::finish_keeping_state`]).
+#[derive(Debug)]
+pub struct SpentVerifier(#[allow(dead_code)] Verifier);
+
+/// The event hashes kept for the checkpoints. While every hash is kept, the in-order
+/// prefix of the chain (seqs 1, 2, 3, …) is a vector, one push per event; from the
+/// first event out of that order on (a chain already broken), or once only the seqs that
+/// checkpoints name are wanted, hashes go to a map, which is looked at first: the last
+/// event seen at a seq wins, as in a map alone.
+#[derive(Debug, Default)]
+struct EventHashes {
+    prefix: Vec<Hash>,
+    others: IdMap<u64, Hash>,
+}
+
+impl EventHashes {
+    fn insert(&mut self, seq: u64, hash: Hash) {
+        if self.others.is_empty() && seq == self.prefix.len() as u64 + 1 {
+            self.prefix.push(hash);
+        } else {
+            self.others.insert(seq, hash);
+        }
+    }
+
+    fn get(&self, seq: u64) -> Option<&Hash> {
+        self.others.get(&seq).or_else(|| {
+            let index = usize::try_from(seq.checked_sub(1)?).ok()?;
+            self.prefix.get(index)
+        })
+    }
+
+    /// Keeps only the hashes of `wanted` seqs, all in the map.
+    fn retain(&mut self, wanted: &IdSet<u64>) {
+        for &seq in wanted {
+            if !self.others.contains_key(&seq) {
+                if let Some(hash) = self.get(seq).copied() {
+                    self.others.insert(seq, hash);
+                }
+            }
+        }
+        self.prefix = Vec::new();
+        self.others.retain(|seq, _| wanted.contains(seq));
+    }
+
+    fn len(&self) -> usize {
+        self.prefix.len() + self.others.len()
     }
 }
 
@@ -1135,5 +1195,47 @@ pub mod lines {
         line.push_str(&String::from_utf8_lossy(&envelope));
         line.push_str(",\"type\":\"event\"}");
         Ok(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The kept hashes answer as one map would, through any order of seqs (in order,
+        /// repeated, with gaps) and a pruning at any point.
+        #[test]
+        fn event_hashes_answer_as_one_map_would(
+            seqs in proptest::collection::vec(prop_oneof![4 => Just(None), 1 => (0u64..40).prop_map(Some)], 0..60),
+            prune_at in 0usize..60,
+            wanted in proptest::collection::hash_set(0u64..40, 0..8),
+        ) {
+            let wanted: IdSet<u64> = wanted.into_iter().collect();
+            let mut hashes = EventHashes::default();
+            let mut map: IdMap<u64, Hash> = IdMap::default();
+            let mut next = 1;
+            for (index, seq) in seqs.iter().enumerate() {
+                if index == prune_at {
+                    hashes.retain(&wanted);
+                    map.retain(|seq, _| wanted.contains(seq));
+                }
+                // Mostly the next seq in order, sometimes any seq.
+                let seq = seq.unwrap_or(next);
+                next = seq + 1;
+                let hash = Hash::of(b"test", &index.to_be_bytes());
+                if index < prune_at || wanted.contains(&seq) {
+                    hashes.insert(seq, hash);
+                    map.insert(seq, hash);
+                }
+            }
+            for seq in 0..45 {
+                prop_assert_eq!(hashes.get(seq), map.get(&seq), "seq {}", seq);
+            }
+            if prune_at < seqs.len() {
+                prop_assert_eq!(hashes.len(), map.len());
+            }
+        }
     }
 }
