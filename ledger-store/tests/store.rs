@@ -316,6 +316,23 @@ async fn a_stale_head_is_a_conflict_and_writes_nothing(db: Arc<TestDb>) {
     let retry = deposits_after(&template, head, 2, 3 << 100);
     let new_head = db.store.append(&tenant, head, &retry).await.expect("retry");
     assert_eq!(new_head.seq, head.seq + 2);
+
+    // A tenant without a chain, and a batch sealed on a head it never had.
+    let other = sample_chain("initech", 3);
+    let other_rows = with_bytes(&other.events);
+    let assumed = other.events[0].head();
+    match db
+        .store
+        .append(&other.tenant, assumed, &other_rows[1..])
+        .await
+    {
+        Err(AppendError::Conflict { actual }) => assert_eq!(actual, ChainHead::GENESIS),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        db.store.head(&other.tenant).await.expect("head"),
+        ChainHead::GENESIS
+    );
 }
 
 async fn malformed_batches_are_refused_before_writing(db: Arc<TestDb>) {
