@@ -133,10 +133,24 @@ async fn post(
     Ok(body)
 }
 
-fn code(secret_b32: &str, offset: i64) -> anyhow::Result<String> {
+/// How long to wait, at Unix time `seconds`, before computing a TOTP code: in a step's
+/// last two seconds, until the next step begins. A code for the previous step computed
+/// then could reach the server in the next step, outside its ±1 window (this once failed
+/// a set-up).
+fn wait_before_code(seconds: i64) -> Duration {
+    let into_step = seconds.rem_euclid(30);
+    if into_step >= 28 {
+        Duration::from_secs(u64::try_from(30 - into_step).unwrap_or(0))
+    } else {
+        Duration::ZERO
+    }
+}
+
+async fn code(secret_b32: &str, offset: i64) -> anyhow::Result<String> {
     let secret = totp_rs::Secret::Encoded(secret_b32.to_owned())
         .to_bytes()
         .map_err(|e| anyhow::anyhow!("secret: {e:?}"))?;
+    tokio::time::sleep(wait_before_code(ledger_api::util::now().unix_seconds())).await;
     let step = u64::try_from(ledger_api::util::now().unix_seconds() / 30 + offset)?;
     Ok(ledger_api::totp::code_at_step(&secret, step)?)
 }
@@ -164,7 +178,7 @@ async fn person(
         base,
         Some(&key),
         "/v1/me/totp/confirm",
-        json!({ "code": code(&secret, -1)? }),
+        json!({ "code": code(&secret, -1).await? }),
     )
     .await?;
     Ok((
@@ -206,7 +220,7 @@ async fn setup(args: &Args, client: &reqwest::Client, n: usize) -> anyhow::Resul
         ids.push(id);
         keys.push(key);
     }
-    let grants = json!({"otp": code(&admin_secret, 0)?, "grants": [
+    let grants = json!({"otp": code(&admin_secret, 0).await?, "grants": [
         {"user": ids[0], "role": "requester"},
         {"user": ids[1], "role": "approver"},
         {"user": ids[2], "role": "treasurer"}]});
@@ -344,4 +358,19 @@ async fn main() -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_wait_out_the_last_two_seconds_of_a_step() {
+        assert_eq!(wait_before_code(1_800_000_000), Duration::ZERO);
+        assert_eq!(wait_before_code(1_800_000_027), Duration::ZERO);
+        assert_eq!(wait_before_code(1_800_000_028), Duration::from_secs(2));
+        assert_eq!(wait_before_code(1_800_000_029), Duration::from_secs(1));
+        assert_eq!(wait_before_code(1_800_000_030), Duration::ZERO);
+        assert_eq!(wait_before_code(-2), Duration::from_secs(2));
+    }
 }
