@@ -945,11 +945,13 @@ pub struct SpentVerifier(#[allow(dead_code)] Verifier);
 struct EventHashes {
     prefix: Vec<Hash>,
     others: IdMap<u64, Hash>,
+    /// Pruned to the wanted seqs: the map alone from then on.
+    pruned: bool,
 }
 
 impl EventHashes {
     fn insert(&mut self, seq: u64, hash: Hash) {
-        if self.others.is_empty() && seq == self.prefix.len() as u64 + 1 {
+        if !self.pruned && self.others.is_empty() && seq == self.prefix.len() as u64 + 1 {
             self.prefix.push(hash);
         } else {
             self.others.insert(seq, hash);
@@ -973,6 +975,7 @@ impl EventHashes {
             }
         }
         self.prefix = Vec::new();
+        self.pruned = true;
         self.others.retain(|seq, _| wanted.contains(seq));
     }
 
