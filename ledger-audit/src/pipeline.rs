@@ -1,7 +1,9 @@
-//! Verifies an export file in two streaming passes, using every core.
+//! Verifies an export file in one or two streaming passes, using every core.
 //!
-//! Pass 1 reads the file for checkpoint lines only, so that pass 2 keeps just the event
-//! hashes that checkpoints name (memory does not grow with the file). Pass 2 is a
+//! The verifier keeps every event hash for the checkpoints (which exports list after the
+//! events) up to [`HASHES_PENDING_MAX`]; a longer export gets a pass 1 that reads the
+//! file for checkpoint lines only, so that from then on pass 2 keeps just the hashes that
+//! checkpoints name (memory does not grow with the file). Pass 2 is a
 //! two-stage pipeline: a reader thread cuts the file into chunks of whole lines, parses
 //! and hashes each chunk's lines in parallel (rayon; an event's hash depends only on its
 //! own bytes) and verifies the chunk's 2FA signatures in Ed25519 batches, one batch per
@@ -28,8 +30,9 @@ use crate::reader::{Chunk, ChunkReader};
 pub const CHUNK_BYTES: usize = 4 << 20;
 /// Chunks parsed ahead of the verifier.
 const CHUNKS_AHEAD: usize = 2;
-/// Most event hashes kept while pass 1 has not yet said which seqs checkpoints name (32 MiB
-/// of hashes); past it pass 2 waits for pass 1.
+/// Most event hashes kept before pass 1 is asked which seqs checkpoints name (32 MiB of
+/// hashes); past it pass 2 starts pass 1 and waits for it. An export of up to this many
+/// events is read once.
 pub const HASHES_PENDING_MAX: usize = 1 << 20;
 
 /// How to verify.
@@ -41,8 +44,8 @@ pub struct Options {
     pub progress: Option<indicatif::ProgressBar>,
     /// Bytes per chunk ([`CHUNK_BYTES`]; tests make it small to cross chunk boundaries).
     pub chunk_bytes: usize,
-    /// Event hashes kept before pass 2 waits for pass 1 ([`HASHES_PENDING_MAX`]; tests
-    /// make it small to take that path).
+    /// Event hashes kept before pass 1 runs ([`HASHES_PENDING_MAX`]; tests make it small
+    /// to take the two-pass path).
     pub hashes_pending_max: usize,
 }
 
@@ -174,16 +177,15 @@ fn prepare(chunk: &Chunk, keys: &mut KeySet, pinned: bool) -> Prepared {
 
 /// Verifies the export at `path`.
 ///
-/// Pass 1 runs on its own thread, beside pass 2: until its checkpoint seqs arrive the
-/// verifier keeps every event hash, then only the ones checkpoints name. Should pass 2 get
-/// [`Options::hashes_pending_max`] hashes ahead, it waits for pass 1, so memory stays
-/// bounded. A failure of pass 1 is reported before anything pass 2 found, as when the
-/// passes ran one after the other. The spent verifier (a long chain's state) is freed on
-/// a thread of its own, off the answer's path.
+/// The verifier keeps every event hash until it holds more than
+/// [`Options::hashes_pending_max`]; then pass 1 runs on its own thread and pass 2 waits
+/// for its checkpoint seqs, keeping only the hashes they name from then on, so memory
+/// stays bounded. A failure of pass 1 is reported before anything pass 2 found, as when
+/// the passes ran one after the other. The spent verifier (a long chain's state) is freed
+/// on a thread of its own, off the answer's path.
 pub fn verify_file(path: &Path, options: Options) -> Result<Report, Error> {
     let chunk_bytes = options.chunk_bytes;
     let hashes_pending_max = options.hashes_pending_max;
-    let pass_one_file = open(path)?;
     let file = open(path)?;
     let mut verifier = Verifier::new(options.pinned.clone());
     let pinned = options.pinned.is_some();
@@ -191,7 +193,6 @@ pub fn verify_file(path: &Path, options: Options) -> Result<Report, Error> {
     let progress = options.progress;
 
     std::thread::scope(|scope| {
-        let pass_one = scope.spawn(move || checkpoint_seqs(pass_one_file, path, chunk_bytes));
         let (sender, receiver) = mpsc::sync_channel::<Result<Prepared, Error>>(CHUNKS_AHEAD);
         // Verified lines go back to the reader thread to be freed there, off the
         // sequential stage.
@@ -217,7 +218,7 @@ pub fn verify_file(path: &Path, options: Options) -> Result<Report, Error> {
                 }
             }
         });
-        let mut pass_one = Some(pass_one);
+        let mut pass_one_done = false;
         let mut pass_one_failed = None;
         let pass_two = (|| {
             for prepared in receiver {
@@ -228,14 +229,18 @@ pub fn verify_file(path: &Path, options: Options) -> Result<Report, Error> {
                 };
                 let mut lines = std::mem::take(&mut prepared.lines);
                 for line in lines.iter_mut() {
-                    match std::mem::replace(line, Ok(None)) {
+                    // Event lines by reference (a line is a few hundred bytes: not moved
+                    // out and back), the rare others taken.
+                    match line {
                         Ok(Some((number, ExportLine::Event(parsed)))) => {
-                            verifier.push_event_line(number, &parsed, &cache)?;
-                            *line = Ok(Some((number, ExportLine::Event(parsed))));
+                            verifier.push_event_line(*number, parsed, &cache)?;
                         }
-                        Ok(Some((number, parsed))) => verifier.push(number, parsed, &cache)?,
                         Ok(None) => {}
-                        Err(e) => return Err(e),
+                        Ok(Some(_)) | Err(_) => match std::mem::replace(line, Ok(None)) {
+                            Ok(Some((number, parsed))) => verifier.push(number, parsed, &cache)?,
+                            Ok(None) => {}
+                            Err(e) => return Err(e),
+                        },
                     }
                 }
                 // The reader thread may have stopped; then the lines are freed here.
@@ -243,44 +248,36 @@ pub fn verify_file(path: &Path, options: Options) -> Result<Report, Error> {
                 if let Some(progress) = &progress {
                     progress.inc(prepared.bytes);
                 }
-                let finished = pass_one.as_ref().is_some_and(|p| p.is_finished());
-                if finished || verifier.hashes_kept() > hashes_pending_max {
-                    if let Some(handle) = pass_one.take() {
-                        match join(handle) {
-                            Ok(seqs) => verifier.expect_checkpoints(seqs),
-                            Err(e) => {
-                                pass_one_failed = Some(e);
-                                return Ok(());
-                            }
+                if !pass_one_done && verifier.hashes_kept() > hashes_pending_max {
+                    pass_one_done = true;
+                    match open(path).and_then(|file| checkpoint_seqs(file, path, chunk_bytes)) {
+                        Ok(seqs) => verifier.expect_checkpoints(seqs),
+                        Err(e) => {
+                            pass_one_failed = Some(e);
+                            return Ok(());
                         }
                     }
                 }
             }
             Ok::<(), Error>(())
         })();
-        // Pass 1's failure first: it reads the whole file, and used to run first.
+        // Pass 1 reads the whole file: its failure first.
         if let Some(e) = pass_one_failed {
             return Err(e);
-        }
-        if let Some(handle) = pass_one {
-            let seqs = join(handle)?;
-            verifier.expect_checkpoints(seqs);
         }
         pass_two?;
         Ok::<(), Error>(())
     })?;
-    let (report, spent) = verifier.finish_keeping_state();
+    // The checkpoints' signatures (one per thousand events) over every core: at the end
+    // of the run nothing else is left to overlap with.
+    let (report, spent) = verifier.finish_keeping_state(|keys, checkpoints| {
+        checkpoints
+            .par_iter()
+            .map(|checkpoint| checkpoint.verify_signature(keys))
+            .collect()
+    });
     // Freeing half a million open payouts takes a tenth of a second; the answer need not
     // wait for it (and a process that exits right after never pays it).
     std::thread::spawn(move || drop(spent));
     Ok(report?)
-}
-
-fn join(
-    handle: std::thread::ScopedJoinHandle<'_, Result<Vec<u64>, Error>>,
-) -> Result<Vec<u64>, Error> {
-    match handle.join() {
-        Ok(result) => result,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
 }

@@ -343,7 +343,7 @@ fn the_pipeline_agrees_with_verify_export_everywhere() {
     for path in files {
         let text = std::fs::read_to_string(&path).expect("read");
         let expected = verify_export(&text, None).expect("usable");
-        // Pass 2 ahead of pass 1 by any number of hashes, and waiting for it after three.
+        // One pass (every hash kept), and two (pass 1 called in after a few events).
         for hashes_pending_max in [ledger_audit::pipeline::HASHES_PENDING_MAX, 3] {
             for chunk_bytes in [97, 4096, ledger_audit::pipeline::CHUNK_BYTES] {
                 let report = verify_file(
@@ -358,7 +358,7 @@ fn the_pipeline_agrees_with_verify_export_everywhere() {
                 assert_eq!(
                     report,
                     expected,
-                    "{} with {chunk_bytes}-byte chunks, waiting for pass 1 past {hashes_pending_max} hashes",
+                    "{} with {chunk_bytes}-byte chunks, pass 1 after {hashes_pending_max} hashes",
                     path.display()
                 );
             }

@@ -839,6 +839,7 @@ struct LineCursor<'a> {
 }
 
 impl<'a> LineCursor<'a> {
+    #[inline(always)]
     fn literal(&mut self, literal: &[u8]) -> Option<()> {
         let rest = self.text.as_bytes().get(self.position..)?;
         if rest.starts_with(literal) {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::canonical::{self, CanonicalError};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::command::{Command, Context, Enforcement, Rejection};
 use crate::crypto::{Hash, KeyPurpose, KeyRecord, KeySet, PublicKeyBytes, Sig};
 use crate::decide::{audit_fast_path, decide_one, exact_money};
@@ -825,17 +825,26 @@ impl Verifier {
 
     /// Checks the checkpoints and the header's range, and reports.
     pub fn finish(mut self) -> Result<Report, UsageError> {
-        self.conclude()
+        self.conclude(signatures_in_order)
     }
 
     /// [`Verifier::finish`], handing back what the verifier held (the tenant state, the
     /// kept hashes: large for a long chain) for the caller to free where it likes.
-    pub fn finish_keeping_state(mut self) -> (Result<Report, UsageError>, SpentVerifier) {
-        let report = self.conclude();
+    /// `signatures` answers [`Checkpoint::verify_signature`] for each checkpoint under the
+    /// keys, in order (the auditor spreads them over its cores); a missing answer is
+    /// worked out here.
+    pub fn finish_keeping_state(
+        mut self,
+        signatures: impl FnOnce(&KeySet, &[&Checkpoint]) -> Vec<Result<(), CheckpointError>>,
+    ) -> (Result<Report, UsageError>, SpentVerifier) {
+        let report = self.conclude(signatures);
         (report, SpentVerifier(self))
     }
 
-    fn conclude(&mut self) -> Result<Report, UsageError> {
+    fn conclude(
+        &mut self,
+        signatures: impl FnOnce(&KeySet, &[&Checkpoint]) -> Vec<Result<(), CheckpointError>>,
+    ) -> Result<Report, UsageError> {
         let Some(header) = self.header.clone() else {
             return Err(UsageError::Empty);
         };
@@ -853,10 +862,18 @@ impl Verifier {
         }
         let mut checkpoint_break: Option<Break> = None;
         let checkpoints = std::mem::take(&mut self.checkpoints);
-        for (line, checkpoint) in checkpoints {
+        let verdicts = {
+            let signed: Vec<&Checkpoint> = checkpoints.iter().map(|(_, c)| c).collect();
+            signatures(&self.keys, &signed)
+        };
+        for (index, (line, checkpoint)) in checkpoints.into_iter().enumerate() {
+            let signature = match verdicts.get(index) {
+                Some(verdict) => verdict.clone(),
+                None => checkpoint.verify_signature(&self.keys),
+            };
             let failure = if checkpoint.tenant != header.tenant {
                 Some("checkpoint of another tenant".to_owned())
-            } else if let Err(e) = checkpoint.verify_signature(&self.keys) {
+            } else if let Err(e) = signature {
                 Some(e.to_string())
             } else {
                 match self.hashes.get(checkpoint.seq) {
@@ -930,6 +947,17 @@ impl Verifier {
             summary: std::mem::take(&mut self.summary),
         })
     }
+}
+
+/// Each checkpoint's [`Checkpoint::verify_signature`], one after the other.
+pub fn signatures_in_order(
+    keys: &KeySet,
+    checkpoints: &[&Checkpoint],
+) -> Vec<Result<(), CheckpointError>> {
+    checkpoints
+        .iter()
+        .map(|c| c.verify_signature(keys))
+        .collect()
 }
 
 /// A finished verifier's state, to be dropped (see [`Verifier::finish_keeping_state`]).

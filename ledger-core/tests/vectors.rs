@@ -151,3 +151,53 @@ fn wycheproof_ed25519() {
     }
     assert_eq!(valid + invalid, 151);
 }
+
+/// The checkpoints' signatures answered by the caller (the auditor spreads them over its
+/// cores), or not answered at all, give the verdict `verify_export` gives.
+#[test]
+fn checkpoint_signatures_answered_by_the_caller_or_not_give_the_same_verdict() {
+    use ledger_core::verify::{parse_line, signatures_in_order, SignatureCache, Verifier};
+    let expected = read_vector("exports/tampered/expected.tsv");
+    let mut names = vec!["exports/sample.jsonl".to_owned()];
+    for row in expected.lines().filter(|l| !l.trim().is_empty()) {
+        let (name, _) = row.split_once('\t').expect("name<TAB>location");
+        names.push(format!("exports/tampered/{name}.jsonl"));
+    }
+    let mut checkpoint_breaks = 0;
+    for name in names {
+        let text = read_vector(&name);
+        let reference = verify_export(&text, None).expect("usable");
+        for answered in [true, false] {
+            let mut verifier = Verifier::new(None);
+            let cache = SignatureCache::new();
+            for (index, line) in text.lines().enumerate() {
+                if !line.trim().is_empty() {
+                    let parsed = parse_line(line).expect("line");
+                    verifier.push(index + 1, parsed, &cache).expect("push");
+                }
+            }
+            let (report, _spent) = verifier.finish_keeping_state(|keys, checkpoints| {
+                if answered {
+                    signatures_in_order(keys, checkpoints)
+                } else {
+                    Vec::new()
+                }
+            });
+            assert_eq!(
+                report.expect("usable"),
+                reference,
+                "{name}, answered {answered}"
+            );
+        }
+        if matches!(
+            reference.first_break.map(|b| b.location),
+            Some(BreakLocation::Checkpoint { .. })
+        ) {
+            checkpoint_breaks += 1;
+        }
+    }
+    assert!(
+        checkpoint_breaks >= 1,
+        "a checkpoint break is among the vectors"
+    );
+}
