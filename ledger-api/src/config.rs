@@ -176,6 +176,19 @@ pub fn read_wait(milliseconds: u64) -> Result<Duration, ConfigError> {
     Ok(wait)
 }
 
+/// Checks `--wal-reset-frames`: at least one frame, and below the autocheckpoint so that
+/// the background checkpoint, not a commit, copies the log back.
+pub fn wal_reset_frames(frames: i64) -> Result<i64, ConfigError> {
+    let max = i64::from(ledger_store::sqlite::WAL_AUTOCHECKPOINT_PAGES);
+    if !(1..max).contains(&frames) {
+        return Err(invalid(
+            "--wal-reset-frames / LEDGER_WAL_RESET_FRAMES",
+            format!("from 1 to {}", max - 1),
+        ));
+    }
+    Ok(frames)
+}
+
 /// Parses `--listen`.
 pub fn listen_address(text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse()

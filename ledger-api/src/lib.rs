@@ -17,5 +17,6 @@ pub mod state;
 pub mod stream;
 pub mod totp;
 pub mod util;
+pub mod wal;
 pub mod webhooks;
 pub mod writer;

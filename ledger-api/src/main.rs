@@ -81,6 +81,10 @@ struct ServeArgs {
     /// answers 503 (at most 60 000).
     #[arg(long, env = "LEDGER_READ_WAIT_MS", default_value_t = 5000)]
     read_wait_ms: u64,
+    /// Embedded store: WAL frames (pages) past which the background checkpoint starts
+    /// the log over (1 to 9 999).
+    #[arg(long, env = "LEDGER_WAL_RESET_FRAMES", default_value_t = ledger_store::sqlite::WAL_RESET_FRAMES)]
+    wal_reset_frames: i64,
 }
 
 impl Default for ServeArgs {
@@ -93,6 +97,7 @@ impl Default for ServeArgs {
             nats_url: None,
             webhooks: ledger_api::webhooks::WebhookArgs::default(),
             read_wait_ms: 5000,
+            wal_reset_frames: ledger_store::sqlite::WAL_RESET_FRAMES,
         }
     }
 }
@@ -139,6 +144,7 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
     let address: SocketAddr = listen_address(&args.listen)?;
     let webhooks = args.webhooks.validate()?;
     let read_wait = ledger_api::config::read_wait(args.read_wait_ms)?;
+    let wal_reset_frames = ledger_api::config::wal_reset_frames(args.wal_reset_frames)?;
     let mut state = storage
         .app_state(LimitConfig {
             per_key: args.rate_per_key,
@@ -160,6 +166,13 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(ledger_api::relay::run(state.store.clone(), url));
     }
     tokio::spawn(ledger_api::webhooks::delivery::run(state.clone()));
+    if let ledger_store::Store::Sqlite(sqlite) = &state.store {
+        tokio::spawn(ledger_api::wal::run(
+            sqlite.clone(),
+            wal_reset_frames,
+            state.metrics.clone(),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("--listen / LEDGER_LISTEN: cannot bind {address}"))?;

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 pub struct Metrics {
     requests: Mutex<BTreeMap<(u16, &'static str), u64>>,
     latency_micros_total: AtomicU64,
+    wal_checkpoints_finished: AtomicU64,
 }
 
 impl Metrics {
@@ -21,6 +22,12 @@ impl Metrics {
         *requests.entry((status, code)).or_insert(0) += 1;
         self.latency_micros_total
             .fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Counts one WAL checkpoint that copied the whole log back (embedded store).
+    pub fn wal_checkpoint_finished(&self) {
+        self.wal_checkpoints_finished
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text.
@@ -54,6 +61,14 @@ impl Metrics {
         out.push_str("# TYPE ledger_append_transactions_total counter\n");
         out.push_str(&format!(
             "ledger_append_transactions_total {transactions}\n"
+        ));
+        out.push_str(
+            "# HELP ledger_wal_checkpoints_total WAL checkpoints that copied the whole log back (embedded store).\n",
+        );
+        out.push_str("# TYPE ledger_wal_checkpoints_total counter\n");
+        out.push_str(&format!(
+            "ledger_wal_checkpoints_total {}\n",
+            self.wal_checkpoints_finished.load(Ordering::Relaxed)
         ));
         out
     }

@@ -36,7 +36,7 @@ type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 fn bad_settings_stop_start_up_naming_the_setting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("path");
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         (
             &["--data-dir", data, "serve", "--listen", "localhost:http"],
             &[],
@@ -56,6 +56,11 @@ fn bad_settings_stop_start_up_naming_the_setting() {
             &["--data-dir", data, "serve"],
             &[("LEDGER_MASTER_KEY_FILE", "/nonexistent/master.key")],
             "LEDGER_MASTER_KEY_FILE",
+        ),
+        (
+            &["--data-dir", data, "serve", "--wal-reset-frames", "0"],
+            &[],
+            "--wal-reset-frames",
         ),
     ];
     for (args, envs, names) in cases {

@@ -866,3 +866,53 @@ async fn documented_query_parameters_are_accepted(backend: Backend) {
     }
     assert!(checked >= 16);
 }
+
+/// The embedded store's WAL is copied back by the server's own task (not by the commits):
+/// with a low reset bound it finishes checkpoints while deposits commit, and every
+/// deposit is there afterwards, also after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_is_checkpointed_in_the_background() {
+    let mut stack = Stack::with_serve_args(Backend::Sqlite, &["--wal-reset-frames", "1"]).await;
+    let org = org(&stack, "acme").await;
+    let eve = org.people["eve"].clone();
+    let deposit = format!("/v1/accounts/{}/deposits", org.account);
+    let checkpoints = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("ledger_wal_checkpoints_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("ledger_wal_checkpoints_total in /metrics")
+    };
+    let (mut finished, mut made) = (0, 0);
+    for _ in 0..40 {
+        let (status, body) = stack.post(&eve, &deposit, json!({"amount": "1.00"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        made += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (status, metrics) = stack.call(Method::GET, None, "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        finished = checkpoints(metrics.as_str().expect("text"));
+        if finished >= 2 {
+            break;
+        }
+    }
+    assert!(finished >= 2, "{finished} background checkpoints finished");
+    let (status, headers, _) = stack
+        .send(
+            Method::POST,
+            Some(&eve.key),
+            &deposit,
+            Some(json!({"amount": "1.00"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    made += 1;
+    let seq = committed(&headers);
+    stack.stop();
+    stack.start().await;
+    let account = format!("/v1/accounts/{}?min_seq={seq}", org.account);
+    let (status, body) = stack.get(&eve, &account).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["available"], format!("{}.00", 50_000 + made), "{body}");
+}

@@ -30,6 +30,28 @@ use crate::{detached, Store, StoreError};
 /// Rows per multi-row statement (a payout row has 27 columns: 13 500 parameters, under
 /// SQLite's 32 766).
 const ROWS_PER_STATEMENT: usize = 500;
+/// Rows (balances, payouts, audit entries) per projector write transaction on SQLite,
+/// where every transaction holds the one write lock (a tenant's rows are never split).
+const WRITE_ROWS_MAX: usize = 200;
+
+/// `items` cut into consecutive parts of about [`WRITE_ROWS_MAX`] rows: a part closes
+/// once it holds that many, so only a single item can take one past the bound.
+fn write_parts<T>(items: &[T], rows: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut parts = Vec::new();
+    let (mut start, mut held) = (0, 0);
+    for (index, item) in items.iter().enumerate() {
+        held += rows(item);
+        if held >= WRITE_ROWS_MAX {
+            parts.push(&items[start..=index]);
+            (start, held) = (index + 1, 0);
+        }
+    }
+    if start < items.len() {
+        parts.push(&items[start..]);
+    }
+    parts
+}
+
 /// Events per page of a rebuild (all pages in one transaction).
 const REBUILD_PAGE: u32 = 5_000;
 
@@ -1035,27 +1057,42 @@ mod on_sqlite {
             );
             folded.push((index, expected, last, page.len(), changes));
         }
-        let (_turn, mut tx) = store.begin_write().await?;
-        let moves: Vec<(&TenantId, Option<u64>, u64)> = folded
-            .iter()
-            .map(|(index, expected, last, _, _)| (&tenants[*index], *expected, *last))
-            .collect();
-        let moved = move_cursors_in(&mut tx, &moves).await?;
-        let mut won = Vec::with_capacity(folded.len());
-        for (index, _, last, count, changes) in &folded {
-            let tenant = &tenants[*index];
-            if moved.contains(tenant.as_str()) {
-                steps[*index] = Some(ProjectStep::Advanced {
-                    to: *last,
-                    events: *count,
+        // The rows go in transactions of about WRITE_ROWS_MAX rows each, each holding the
+        // write lock briefly: appends queued at the gate commit in between instead of
+        // waiting behind one long projector transaction. Each tenant's rows and its
+        // cursor's compare-and-set stay in one transaction.
+        let rows = |(_, _, _, _, c): &(usize, Option<u64>, u64, usize, projections::RowChanges)| {
+            c.balances.len() + c.payouts.len() + c.audit.len()
+        };
+        for part in write_parts(&folded, rows) {
+            let (_turn, mut tx) = store.begin_write().await?;
+            let moves: Vec<(&TenantId, Option<u64>, u64)> = part
+                .iter()
+                .map(|(index, expected, last, _, _)| (&tenants[*index], *expected, *last))
+                .collect();
+            let moved = move_cursors_in(&mut tx, &moves).await?;
+            let mut won = Vec::with_capacity(part.len());
+            for (index, _, last, count, changes) in part {
+                let tenant = &tenants[*index];
+                if moved.contains(tenant.as_str()) {
+                    won.push((tenant, changes, *index, *last, *count));
+                } else {
+                    steps[*index] = Some(ProjectStep::Lost);
+                }
+            }
+            let changes: Vec<(&TenantId, &projections::RowChanges)> = won
+                .iter()
+                .map(|(tenant, changes, ..)| (*tenant, *changes))
+                .collect();
+            write_changes(&mut tx, &changes).await?;
+            tx.commit().await?;
+            for (_, _, index, last, count) in won {
+                steps[index] = Some(ProjectStep::Advanced {
+                    to: last,
+                    events: count,
                 });
-                won.push((tenant, changes));
-            } else {
-                steps[*index] = Some(ProjectStep::Lost);
             }
         }
-        write_changes(&mut tx, &won).await?;
-        tx.commit().await?;
         Ok(steps
             .into_iter()
             .map(|step| step.unwrap_or(ProjectStep::Lost))
@@ -1875,5 +1912,30 @@ mod on_postgres {
             .await?;
         tx.commit().await?;
         Ok(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The parts are the items in order, each closed as soon as it reaches the bound.
+        #[test]
+        fn write_parts_cut_in_order_at_the_bound(rows in proptest::collection::vec(0usize..450, 0..40)) {
+            let parts = write_parts(&rows, |r| *r);
+            let joined: Vec<usize> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            prop_assert_eq!(&joined, &rows);
+            for (index, part) in parts.iter().enumerate() {
+                prop_assert!(!part.is_empty());
+                let total: usize = part.iter().sum();
+                let before_last: usize = part[..part.len() - 1].iter().sum();
+                prop_assert!(before_last < WRITE_ROWS_MAX, "closed late: {:?}", part);
+                if index + 1 < parts.len() {
+                    prop_assert!(total >= WRITE_ROWS_MAX, "closed early: {:?}", part);
+                }
+            }
+        }
     }
 }

@@ -39,12 +39,28 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// rather than once per 1000 pages, and commits stall on checkpoints less often
 /// (100 tenants: about +25 % commands/s with [`CACHE_KIB`], docs/PERFORMANCE.md).
 pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+/// WAL frames past which the server's [`SqliteStore::checkpoint_wal`] finishes its
+/// checkpoint under the write gate, so that the next commit starts the log over (about
+/// 20 MiB of log: each restart copies the hot pages back once more, so not too often;
+/// below [`WAL_AUTOCHECKPOINT_PAGES`], so that the commits' own checkpoint stays idle).
+pub const WAL_RESET_FRAMES: i64 = 5_000;
+/// How often the server runs [`SqliteStore::checkpoint_wal`].
+pub const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// Page cache per connection, in KiB (SQLite's default is 2 000): the hot pages of
 /// every tenant's chain and projections stay in memory instead of being re-read from
 /// the OS after every other connection's commit.
 pub const CACHE_KIB: u32 = 65_536;
 /// Connections per pool: one writer at a time anyway; the rest read concurrently (WAL).
 const POOL_CONNECTIONS_MAX: u32 = 4;
+
+/// What one [`SqliteStore::checkpoint_wal`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalCheckpoint {
+    /// Frames in the log when it last looked.
+    pub frames: i64,
+    /// Every frame copied back under the write gate: the next commit starts the log over.
+    pub finished: bool,
+}
 
 /// This process's turn at the write lock of one SQLite store (see the module docs); held
 /// until the write transaction has committed or rolled back.
@@ -90,6 +106,36 @@ impl SqliteStore {
             .await?;
         let gate = Arc::new(tokio::sync::Mutex::new(()));
         Ok(Self { pool, gate })
+    }
+
+    /// Copies the WAL back into the database file off the commits' path, so that no
+    /// commit waits for [`WAL_AUTOCHECKPOINT_PAGES`] pages to be copied (that stall was
+    /// the tail of the commit latency). First a passive checkpoint beside the writers
+    /// (SQLite lets one run while another connection commits); then, when the log holds
+    /// at least `reset_frames` frames, a second one in the write gate, which has
+    /// only the frames committed meanwhile left to copy and leaves the log fully copied
+    /// with no commit in between, so the next commit writes the log from its start
+    /// again (without it the log would only grow while commits keep coming). Readers
+    /// still on older frames can keep a checkpoint from finishing: it is tried again on
+    /// the next call. The autocheckpoint stays as the backstop.
+    pub async fn checkpoint_wal(&self, reset_frames: i64) -> Result<WalCheckpoint, StoreError> {
+        const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+        let mut connection = self.pool.acquire().await?;
+        let (_, frames, _): (i64, i64, i64) =
+            sqlx::query_as(PASSIVE).fetch_one(&mut *connection).await?;
+        if frames < reset_frames {
+            return Ok(WalCheckpoint {
+                frames,
+                finished: false,
+            });
+        }
+        let _turn = self.write_turn().await;
+        let (busy, frames, copied): (i64, i64, i64) =
+            sqlx::query_as(PASSIVE).fetch_one(&mut *connection).await?;
+        Ok(WalCheckpoint {
+            frames,
+            finished: busy == 0 && frames >= 0 && copied == frames,
+        })
     }
 
     /// The pool, for tests and tools that need raw SQL.

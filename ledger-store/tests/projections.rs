@@ -228,9 +228,10 @@ async fn racing_projectors_and_a_rebuild_agree(db: Arc<TestDb>) {
     check_rows(&rows, &ledger, decided, setup).expect("rows agree with the fold");
 }
 
-/// Grouped steps: several tenants projected together, in one transaction per step, by
-/// two pools (as two processes) at once, each naming the tenants in another order. Every
-/// tenant's rows end up those of its fold.
+/// Grouped steps: several tenants projected together, by two pools (as two processes)
+/// at once, each naming the tenants in another order, one in small pages and one in
+/// pages whose rows fill more than one of SQLite's write transactions per step (a
+/// tenant's rows and cursor stay in one). Every tenant's rows end up those of its fold.
 async fn grouped_steps_over_many_tenants_agree_with_the_fold(db: Arc<TestDb>) {
     let scenarios: Vec<(Ledger, usize)> = (0..5u8)
         .map(|n| scenario(&format!("t{n}"), n + 1, 40 + usize::from(n) * 25))
@@ -258,7 +259,7 @@ async fn grouped_steps_over_many_tenants_agree_with_the_fold(db: Arc<TestDb>) {
     let mut reversed = tenants.clone();
     reversed.reverse();
     let first = run(db.store.clone(), tenants.clone(), 4);
-    let second = run(other, reversed, 9);
+    let second = run(other, reversed, 150);
     first.await.expect("first");
     second.await.expect("second");
     for (ledger, decided) in &scenarios {

@@ -1049,3 +1049,52 @@ async fn every_sqlite_connection_is_durable_and_tuned() {
     }
     assert!(store.pool().size() >= 3);
 }
+
+/// The background WAL checkpoint: below its bound it only copies beside the commits;
+/// past it, it finishes in the write gate, and the next commit writes the log from its
+/// start again (so the log does not grow while commits keep coming). Nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_checkpoint_finishes_and_the_log_starts_over() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ledger.db");
+    let sqlite = ledger_store::SqliteStore::open(&path).await.expect("open");
+    sqlite.migrate().await.expect("migrate");
+    let store = Store::Sqlite(sqlite.clone());
+    let ledger = sample_chain("acme", 1);
+    let tenant = &ledger.tenant;
+    let all = with_bytes(&ledger.events);
+    let (first, rest) = all.split_at(all.len() / 2);
+    let mut head = ChainHead::GENESIS;
+    for row in first {
+        head = store
+            .append(tenant, head, std::slice::from_ref(row))
+            .await
+            .expect("append");
+    }
+    let below = sqlite.checkpoint_wal(i64::MAX).await.expect("checkpoint");
+    assert!(!below.finished, "below the bound: {below:?}");
+    assert!(below.frames > 0, "the appends are in the log: {below:?}");
+    let done = sqlite.checkpoint_wal(1).await.expect("checkpoint");
+    assert!(done.finished, "{done:?}");
+    let grown = done.frames;
+    // One more commit: the log starts over, far shorter than it had grown.
+    head = store
+        .append(tenant, head, &rest[..1])
+        .await
+        .expect("append");
+    let after = sqlite.checkpoint_wal(i64::MAX).await.expect("checkpoint");
+    assert!(
+        after.frames < grown,
+        "the log started over: {after:?} after {grown} frames"
+    );
+    for row in &rest[1..] {
+        head = store
+            .append(tenant, head, std::slice::from_ref(row))
+            .await
+            .expect("append");
+    }
+    assert_eq!(head, ledger.head);
+    sqlite.close().await;
+    let reopened = Store::Sqlite(ledger_store::SqliteStore::open(&path).await.expect("open"));
+    assert_eq!(load_all(&reopened, tenant).await, all);
+}
