@@ -13,6 +13,7 @@
 //! the same text: the same parser, the same verifier, the same order.
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::mpsc;
 
@@ -135,8 +136,12 @@ fn parse_one(number: usize, line: &[u8]) -> Parsed {
 /// one Ed25519 batch on the rayon pool, where it runs beside the parsing of the next chunk
 /// and the verifier. `keys` are the keys known before the chunk; key lines inside it are
 /// added first.
-fn prepare(chunk: &Chunk, keys: &mut KeySet, pinned: bool) -> Prepared {
-    let numbered: Vec<(usize, &[u8])> = chunk.lines().collect();
+fn prepare(chunk: &Chunk, ranges: &[Range<usize>], keys: &mut KeySet, pinned: bool) -> Prepared {
+    let numbered: Vec<(usize, &[u8])> = ranges
+        .iter()
+        .enumerate()
+        .map(|(i, range)| (chunk.first_line + i, &chunk.data[range.clone()]))
+        .collect();
     let lines: Vec<Parsed> = numbered
         .par_iter()
         .with_min_len(256)
@@ -203,9 +208,9 @@ pub fn verify_file(path: &Path, options: Options) -> Result<Report, Error> {
                 while let Ok(done) = done_receiver.try_recv() {
                     drop(done);
                 }
-                let next = match reader.next_chunk() {
-                    Ok(Some(chunk)) => {
-                        let prepared = prepare(&chunk, &mut keys, pinned);
+                let next = match reader.next_chunk_with_lines() {
+                    Ok(Some((chunk, ranges))) => {
+                        let prepared = prepare(&chunk, &ranges, &mut keys, pinned);
                         reader.recycle(chunk);
                         Ok(prepared)
                     }

@@ -2,6 +2,7 @@
 //! size (plus one line of at most [`LINE_LENGTH_MAX`] bytes) whatever the file's length.
 
 use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ledger_core::verify::LINE_LENGTH_MAX;
@@ -10,6 +11,9 @@ use crate::error::Error;
 
 /// Bytes read from the file at a time.
 const READ_BLOCK: usize = 1 << 20;
+
+/// The byte range of each line of a chunk, without its `\n`.
+pub type LineRanges = Vec<Range<usize>>;
 
 /// Whole lines, and the 1-based number of the first of them.
 #[derive(Debug)]
@@ -88,6 +92,37 @@ impl<R: Read> ChunkReader<R> {
 
     /// The next chunk, or `None` at the end of the file.
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>, Error> {
+        let Some(data) = self.cut()? else {
+            return Ok(None);
+        };
+        let first_line = self.next_line;
+        self.next_line += memchr::memchr_iter(b'\n', &data).count();
+        Ok(Some(Chunk { first_line, data }))
+    }
+
+    /// [`Self::next_chunk`] with the byte range of each of its lines (without the `\n`),
+    /// found by the same scan that counts them: [`Chunk::lines`] without a second scan.
+    pub fn next_chunk_with_lines(&mut self) -> Result<Option<(Chunk, LineRanges)>, Error> {
+        let Some(data) = self.cut()? else {
+            return Ok(None);
+        };
+        let mut lines = Vec::with_capacity(data.len() / 256);
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &data) {
+            lines.push(start..end);
+            start = end + 1;
+        }
+        let newlines = lines.len();
+        if start < data.len() {
+            lines.push(start..data.len());
+        }
+        let first_line = self.next_line;
+        self.next_line += newlines;
+        Ok(Some((Chunk { first_line, data }, lines)))
+    }
+
+    /// The bytes of the next chunk: whole lines, the partial last one kept for the next.
+    fn cut(&mut self) -> Result<Option<Vec<u8>>, Error> {
         while !self.eof && self.pending.len() < self.chunk_bytes {
             self.fill()?;
             self.check_line_length()?;
@@ -121,10 +156,7 @@ impl<R: Read> ChunkReader<R> {
         };
         next.extend_from_slice(&self.pending[cut..]);
         self.pending.truncate(cut);
-        let data = std::mem::replace(&mut self.pending, next);
-        let first_line = self.next_line;
-        self.next_line += memchr::memchr_iter(b'\n', &data).count();
-        Ok(Some(Chunk { first_line, data }))
+        Ok(Some(std::mem::replace(&mut self.pending, next)))
     }
 
     /// Takes back the buffer of a chunk that is done with, for a later chunk: its pages are
@@ -182,6 +214,27 @@ mod tests {
         }
         assert_eq!(chunks(b"x\n", 1), vec![(1, b"x".to_vec())]);
         assert!(chunks(b"", 4).is_empty());
+    }
+
+    #[test]
+    fn chunks_with_their_line_ranges_number_the_lines_as_lines_does() {
+        let text = b"a\nbb\n\nccc\nd";
+        for size in [1, 2, 3, 5, 100] {
+            let mut reader = ChunkReader::new(&text[..], Path::new("t"), size);
+            let mut got = Vec::new();
+            while let Some((chunk, ranges)) = reader.next_chunk_with_lines().expect("chunk") {
+                for (i, range) in ranges.into_iter().enumerate() {
+                    got.push((chunk.first_line + i, chunk.data[range].to_vec()));
+                }
+            }
+            assert_eq!(got, chunks(text, size), "chunk size {size}");
+        }
+        let mut reader = ChunkReader::new(&b"x\ny\n"[..], Path::new("t"), 1);
+        let mut numbers = Vec::new();
+        while let Some((chunk, ranges)) = reader.next_chunk_with_lines().expect("chunk") {
+            numbers.extend((0..ranges.len()).map(|i| chunk.first_line + i));
+        }
+        assert_eq!(numbers, vec![1, 2]);
     }
 
     #[test]
