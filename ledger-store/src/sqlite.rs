@@ -129,6 +129,10 @@ impl SqliteStore {
                 finished: false,
             });
         }
+        // Once more beside the commits: the pages they wrote during the first copy.
+        sqlx::query_as::<_, (i64, i64, i64)>(PASSIVE)
+            .fetch_one(&mut *connection)
+            .await?;
         let _turn = self.write_turn().await;
         let (busy, frames, copied): (i64, i64, i64) =
             sqlx::query_as(PASSIVE).fetch_one(&mut *connection).await?;
