@@ -31,6 +31,21 @@ fn committed(headers: &reqwest::header::HeaderMap) -> u64 {
         .expect("Ledger-Seq header on a committed write")
 }
 
+/// Deposits 1.00 through `path` as `user`; the seq it committed.
+async fn deposit_one(stack: &Stack, user: &User, path: &str) -> u64 {
+    let (status, headers, _) = stack
+        .send(
+            Method::POST,
+            Some(&user.key),
+            path,
+            Some(json!({"amount": "1.00"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    committed(&headers)
+}
+
 async fn get_full(stack: &Stack, user: &User, path: &str) -> (StatusCode, u64, Value) {
     let (status, headers, body) = stack
         .send(Method::GET, Some(&user.key), path, None, &[])
@@ -548,17 +563,7 @@ async fn min_seq_waits_or_answers_503(backend: Backend) {
     let org = org(&stack, "acme").await;
     let eve = org.people["eve"].clone();
     let deposit = format!("/v1/accounts/{}/deposits", org.account);
-    let (status, headers, _) = stack
-        .send(
-            Method::POST,
-            Some(&eve.key),
-            &deposit,
-            Some(json!({"amount": "1.00"})),
-            &[],
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let seq = committed(&headers);
+    let seq = deposit_one(&stack, &eve, &deposit).await;
     let account = format!("/v1/accounts/{}", org.account);
     let (status, reflected, body) =
         get_full(&stack, &eve, &format!("{account}?min_seq={seq}")).await;
@@ -897,18 +902,8 @@ async fn sqlite_wal_is_checkpointed_in_the_background() {
         }
     }
     assert!(finished >= 2, "{finished} background checkpoints finished");
-    let (status, headers, _) = stack
-        .send(
-            Method::POST,
-            Some(&eve.key),
-            &deposit,
-            Some(json!({"amount": "1.00"})),
-            &[],
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    let seq = deposit_one(&stack, &eve, &deposit).await;
     made += 1;
-    let seq = committed(&headers);
     stack.stop();
     stack.start().await;
     let account = format!("/v1/accounts/{}?min_seq={seq}", org.account);
