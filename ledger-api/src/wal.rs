@@ -18,11 +18,8 @@ pub async fn run(store: SqliteStore, reset_frames: i64, metrics: Arc<Metrics>) {
     loop {
         tick.tick().await;
         match store.checkpoint_wal(reset_frames).await {
-            Ok(done) => {
-                if done.finished {
-                    metrics.wal_checkpoint_finished();
-                }
-            }
+            Ok(done) if done.finished => metrics.wal_checkpoint_finished(),
+            Ok(_) => {}
             Err(error) => tracing::warn!(%error, "WAL checkpoint failed"),
         }
     }

@@ -24,21 +24,6 @@ pub struct Chunk {
     pub data: Vec<u8>,
 }
 
-impl Chunk {
-    /// The lines with their 1-based numbers, without their `\n`.
-    pub fn lines(&self) -> impl Iterator<Item = (usize, &[u8])> {
-        let data: &[u8] = &self.data;
-        let mut start = 0;
-        let ends = memchr::memchr_iter(b'\n', data)
-            .chain((!data.is_empty() && !data.ends_with(b"\n")).then_some(data.len()));
-        ends.enumerate().map(move |(i, end)| {
-            let line = &data[start..end];
-            start = end + 1;
-            (self.first_line + i, line)
-        })
-    }
-}
-
 /// Splits a file into [`Chunk`]s of about `chunk_bytes` each.
 #[derive(Debug)]
 pub struct ChunkReader<R> {
@@ -101,7 +86,7 @@ impl<R: Read> ChunkReader<R> {
     }
 
     /// [`Self::next_chunk`] with the byte range of each of its lines (without the `\n`),
-    /// found by the same scan that counts them: [`Chunk::lines`] without a second scan.
+    /// found by the same scan that counts them.
     pub fn next_chunk_with_lines(&mut self) -> Result<Option<(Chunk, LineRanges)>, Error> {
         let Some(data) = self.cut()? else {
             return Ok(None);
@@ -187,14 +172,23 @@ impl<R: Read> ChunkReader<R> {
 mod tests {
     use super::*;
 
+    /// Every line with its number, through `next_chunk_with_lines`; `next_chunk` on
+    /// the same text must start its chunks at the same line numbers.
     fn chunks(text: &[u8], size: usize) -> Vec<(usize, Vec<u8>)> {
         let mut reader = ChunkReader::new(text, Path::new("t"), size);
+        let mut counted = ChunkReader::new(text, Path::new("t"), size);
         let mut out = Vec::new();
-        while let Some(chunk) = reader.next_chunk().expect("chunk") {
-            for (n, line) in chunk.lines() {
-                out.push((n, line.to_vec()));
+        while let Some((chunk, ranges)) = reader.next_chunk_with_lines().expect("chunk") {
+            let same = counted
+                .next_chunk()
+                .expect("chunk")
+                .expect("as many chunks");
+            assert_eq!(same.first_line, chunk.first_line, "chunk size {size}");
+            for (i, range) in ranges.into_iter().enumerate() {
+                out.push((chunk.first_line + i, chunk.data[range].to_vec()));
             }
         }
+        assert!(counted.next_chunk().expect("chunk").is_none());
         out
     }
 
@@ -213,28 +207,11 @@ mod tests {
             assert_eq!(got, want, "chunk size {size}");
         }
         assert_eq!(chunks(b"x\n", 1), vec![(1, b"x".to_vec())]);
+        assert_eq!(
+            chunks(b"x\ny\n", 1),
+            vec![(1, b"x".to_vec()), (2, b"y".to_vec())]
+        );
         assert!(chunks(b"", 4).is_empty());
-    }
-
-    #[test]
-    fn chunks_with_their_line_ranges_number_the_lines_as_lines_does() {
-        let text = b"a\nbb\n\nccc\nd";
-        for size in [1, 2, 3, 5, 100] {
-            let mut reader = ChunkReader::new(&text[..], Path::new("t"), size);
-            let mut got = Vec::new();
-            while let Some((chunk, ranges)) = reader.next_chunk_with_lines().expect("chunk") {
-                for (i, range) in ranges.into_iter().enumerate() {
-                    got.push((chunk.first_line + i, chunk.data[range].to_vec()));
-                }
-            }
-            assert_eq!(got, chunks(text, size), "chunk size {size}");
-        }
-        let mut reader = ChunkReader::new(&b"x\ny\n"[..], Path::new("t"), 1);
-        let mut numbers = Vec::new();
-        while let Some((chunk, ranges)) = reader.next_chunk_with_lines().expect("chunk") {
-            numbers.extend((0..ranges.len()).map(|i| chunk.first_line + i));
-        }
-        assert_eq!(numbers, vec![1, 2]);
     }
 
     #[test]

@@ -862,15 +862,14 @@ impl Verifier {
         }
         let mut checkpoint_break: Option<Break> = None;
         let checkpoints = std::mem::take(&mut self.checkpoints);
-        let verdicts = {
+        let mut verdicts = {
             let signed: Vec<&Checkpoint> = checkpoints.iter().map(|(_, c)| c).collect();
-            signatures(&self.keys, &signed)
+            signatures(&self.keys, &signed).into_iter()
         };
-        for (index, (line, checkpoint)) in checkpoints.into_iter().enumerate() {
-            let signature = match verdicts.get(index) {
-                Some(verdict) => verdict.clone(),
-                None => checkpoint.verify_signature(&self.keys),
-            };
+        for (line, checkpoint) in checkpoints {
+            let signature = verdicts
+                .next()
+                .unwrap_or_else(|| checkpoint.verify_signature(&self.keys));
             let failure = if checkpoint.tenant != header.tenant {
                 Some("checkpoint of another tenant".to_owned())
             } else if let Err(e) = signature {

@@ -1061,7 +1061,7 @@ mod on_sqlite {
         // write lock briefly: appends queued at the gate commit in between instead of
         // waiting behind one long projector transaction. Each tenant's rows and its
         // cursor's compare-and-set stay in one transaction.
-        let rows = |(_, _, _, _, c): &(usize, Option<u64>, u64, usize, projections::RowChanges)| {
+        let rows = |(_, _, _, _, c): &(_, _, _, _, projections::RowChanges)| {
             c.balances.len() + c.payouts.len() + c.audit.len()
         };
         for part in write_parts(&folded, rows) {
@@ -1071,25 +1071,21 @@ mod on_sqlite {
                 .map(|(index, expected, last, _, _)| (&tenants[*index], *expected, *last))
                 .collect();
             let moved = move_cursors_in(&mut tx, &moves).await?;
-            let mut won = Vec::with_capacity(part.len());
-            for (index, _, last, count, changes) in part {
-                let tenant = &tenants[*index];
-                if moved.contains(tenant.as_str()) {
-                    won.push((tenant, changes, *index, *last, *count));
-                } else {
-                    steps[*index] = Some(ProjectStep::Lost);
-                }
-            }
-            let changes: Vec<(&TenantId, &projections::RowChanges)> = won
+            let won: Vec<(&TenantId, &projections::RowChanges)> = part
                 .iter()
-                .map(|(tenant, changes, ..)| (*tenant, *changes))
+                .map(|(index, _, _, _, changes)| (&tenants[*index], changes))
+                .filter(|(tenant, _)| moved.contains(tenant.as_str()))
                 .collect();
-            write_changes(&mut tx, &changes).await?;
+            write_changes(&mut tx, &won).await?;
             tx.commit().await?;
-            for (_, _, index, last, count) in won {
-                steps[index] = Some(ProjectStep::Advanced {
-                    to: last,
-                    events: count,
+            for (index, _, last, count, _) in part {
+                steps[*index] = Some(if moved.contains(tenants[*index].as_str()) {
+                    ProjectStep::Advanced {
+                        to: *last,
+                        events: *count,
+                    }
+                } else {
+                    ProjectStep::Lost
                 });
             }
         }
