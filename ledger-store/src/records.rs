@@ -198,7 +198,7 @@ impl Store {
                     sqlx::query(sql)
                         .bind(&id)
                         .bind(tenant.as_str())
-                        .execute(s.pool())
+                        .execute(s.writer())
                         .await?
                         .rows_affected()
                 }

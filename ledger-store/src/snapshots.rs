@@ -35,7 +35,7 @@ impl Store {
                         .bind(seq)
                         .bind(head.as_bytes().as_slice())
                         .bind(&state)
-                        .execute(s.pool())
+                        .execute(s.writer())
                         .await?;
                 }
                 Store::Postgres(s) => {

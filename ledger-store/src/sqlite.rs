@@ -70,6 +70,11 @@ pub(crate) type WriteTurn = tokio::sync::OwnedMutexGuard<()>;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The one connection every write of this process uses (they take turns at the gate
+    /// anyway): SQLite drops a connection's whole page cache when another connection has
+    /// committed since its last transaction, so writes spread over the pool re-read their
+    /// pages from the OS after every commit, while this one keeps them warm.
+    writer: SqlitePool,
     /// The write gate, shared by every clone of this store.
     gate: Arc<tokio::sync::Mutex<()>>,
 }
@@ -102,10 +107,15 @@ impl SqliteStore {
             // An embedded file has no network to break a connection: no ping before
             // every acquire (one round trip to the connection's thread saved per use).
             .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         let gate = Arc::new(tokio::sync::Mutex::new(()));
-        Ok(Self { pool, gate })
+        Ok(Self { pool, writer, gate })
     }
 
     /// Copies the WAL back into the database file off the commits' path, so that no
@@ -147,6 +157,12 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The writes' one connection (see the field): for a write statement run in this
+    /// process's turn ([`Self::write_turn`]), and for tests of its settings.
+    pub fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     /// Waits for this process's turn to write (FIFO); hold it across the whole write
     /// transaction or auto-committed write statement.
     pub(crate) async fn write_turn(&self) -> WriteTurn {
@@ -160,7 +176,7 @@ impl SqliteStore {
         &self,
     ) -> Result<(WriteTurn, Transaction<'static, Sqlite>), sqlx::Error> {
         let turn = self.write_turn().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         Ok((turn, tx))
     }
 
@@ -172,6 +188,7 @@ impl SqliteStore {
 
     /// Closes the pool.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 

@@ -99,7 +99,7 @@ impl Store {
                     sqlx::query(sql)
                         .bind(tenant.as_str())
                         .bind(&id)
-                        .execute(s.pool())
+                        .execute(s.writer())
                         .await?;
                 }
                 Store::Postgres(s) => {

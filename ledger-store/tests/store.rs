@@ -1048,6 +1048,75 @@ async fn every_sqlite_connection_is_durable_and_tuned() {
         held.push(connection);
     }
     assert!(store.pool().size() >= 3);
+    // The writes' own connection: as durable and tuned as the readers'.
+    let mut writer = store.writer().acquire().await.expect("acquire the writer");
+    let synchronous: (i64,) = sqlx::query_as("PRAGMA synchronous")
+        .fetch_one(&mut *writer)
+        .await
+        .expect("synchronous");
+    assert_eq!(synchronous.0, 2, "the writer at synchronous=FULL");
+    let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&mut *writer)
+        .await
+        .expect("journal_mode");
+    assert_eq!(mode.0, "wal");
+    let cache: (i64,) = sqlx::query_as("PRAGMA cache_size")
+        .fetch_one(&mut *writer)
+        .await
+        .expect("cache_size");
+    assert_eq!(cache.0, -i64::from(ledger_store::sqlite::CACHE_KIB));
+    assert_eq!(store.writer().size(), 1, "one connection for every write");
+}
+
+/// Every write of the embedded store goes through its one writer connection, whose page
+/// cache SQLite then keeps across commits. `PRAGMA data_version` changes on a connection
+/// only when another connection has committed: after appends and a projection step it is
+/// unchanged on the writer and changed on a reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sqlite_write_goes_through_the_one_writer_connection() {
+    async fn data_version(connection: &mut sqlx::SqliteConnection) -> i64 {
+        let (version,): (i64,) = sqlx::query_as("PRAGMA data_version")
+            .fetch_one(connection)
+            .await
+            .expect("data_version");
+        version
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = ledger_store::SqliteStore::open(&dir.path().join("ledger.db"))
+        .await
+        .expect("open");
+    sqlite.migrate().await.expect("migrate");
+    let store = Store::Sqlite(sqlite.clone());
+    let ledger = sample_chain("acme", 1);
+    let all = with_bytes(&ledger.events);
+    let mut reader = sqlite.pool().acquire().await.expect("a reader");
+    let reader_before = data_version(&mut reader).await;
+    let writer_before = {
+        let mut writer = sqlite.writer().acquire().await.expect("the writer");
+        data_version(&mut writer).await
+    };
+    let mut head = ChainHead::GENESIS;
+    for row in &all {
+        head = store
+            .append(&ledger.tenant, head, std::slice::from_ref(row))
+            .await
+            .expect("append");
+    }
+    store
+        .project_next(&ledger.tenant, PAGE_LIMIT_MAX)
+        .await
+        .expect("project");
+    let mut writer = sqlite.writer().acquire().await.expect("the writer");
+    assert_eq!(
+        data_version(&mut writer).await,
+        writer_before,
+        "no other connection committed"
+    );
+    assert_ne!(
+        data_version(&mut reader).await,
+        reader_before,
+        "the reader saw the writer's commits"
+    );
 }
 
 /// The background WAL checkpoint: below its bound it only copies beside the commits;
