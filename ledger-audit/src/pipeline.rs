@@ -136,17 +136,24 @@ fn parse_one(number: usize, line: &[u8]) -> Parsed {
 /// one Ed25519 batch on the rayon pool, where it runs beside the parsing of the next chunk
 /// and the verifier. `keys` are the keys known before the chunk; key lines inside it are
 /// added first.
-fn prepare(chunk: &Chunk, ranges: &[Range<usize>], keys: &mut KeySet, pinned: bool) -> Prepared {
+/// The lines are parsed into `lines`, a spent chunk's buffer (emptied) or a new one.
+fn prepare(
+    chunk: &Chunk,
+    ranges: &[Range<usize>],
+    keys: &mut KeySet,
+    pinned: bool,
+    mut lines: Vec<Parsed>,
+) -> Prepared {
     let numbered: Vec<(usize, &[u8])> = ranges
         .iter()
         .enumerate()
         .map(|(i, range)| (chunk.first_line + i, &chunk.data[range.clone()]))
         .collect();
-    let lines: Vec<Parsed> = numbered
+    numbered
         .par_iter()
         .with_min_len(256)
         .map(|(number, line)| parse_one(*number, line))
-        .collect();
+        .collect_into_vec(&mut lines);
     if !pinned {
         for (_, line) in lines.iter().flatten().flatten() {
             if let ExportLine::Key(record) = line {
@@ -200,17 +207,22 @@ pub fn verify_file(path: &Path, options: Options) -> Result<Report, Error> {
     std::thread::scope(|scope| {
         let (sender, receiver) = mpsc::sync_channel::<Result<Prepared, Error>>(CHUNKS_AHEAD);
         // Verified lines go back to the reader thread to be freed there, off the
-        // sequential stage.
+        // sequential stage; their buffers are reused for the next chunks (no page of a
+        // chunk's lines is allocated twice).
         let (done_sender, done_receiver) = mpsc::channel::<(Vec<Parsed>, SignatureCache)>();
         scope.spawn(move || {
             let mut reader = ChunkReader::new(file, path, chunk_bytes);
+            let mut spare: Vec<Vec<Parsed>> = Vec::new();
             loop {
-                while let Ok(done) = done_receiver.try_recv() {
-                    drop(done);
+                while let Ok((mut lines, cache)) = done_receiver.try_recv() {
+                    lines.clear();
+                    spare.push(lines);
+                    drop(cache);
                 }
                 let next = match reader.next_chunk_with_lines() {
                     Ok(Some((chunk, ranges))) => {
-                        let prepared = prepare(&chunk, &ranges, &mut keys, pinned);
+                        let lines = spare.pop().unwrap_or_default();
+                        let prepared = prepare(&chunk, &ranges, &mut keys, pinned, lines);
                         reader.recycle(chunk);
                         Ok(prepared)
                     }

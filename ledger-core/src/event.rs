@@ -521,8 +521,8 @@ pub struct ParsedEvent {
     pub event: Event,
     /// The hash of the canonical bytes.
     pub computed_hash: Hash,
-    /// The kind as written.
-    pub kind: String,
+    /// The kind as written (every kind of the design fits inline: no allocation).
+    pub kind: smol_str::SmolStr,
     /// Whether the data fits the kind; when it does not, `event.body` is a placeholder and
     /// must not be used.
     pub body_error: Option<BodyError>,
@@ -745,7 +745,7 @@ impl Event {
         Ok(ParsedEvent {
             event,
             computed_hash,
-            kind: raw.kind.into_owned(),
+            kind: smol_str::SmolStr::new(&raw.kind),
             body_error,
         })
     }
@@ -967,7 +967,7 @@ impl Event {
         Some(ParsedEvent {
             event,
             computed_hash,
-            kind: kind.to_owned(),
+            kind: smol_str::SmolStr::new(kind),
             body_error,
         })
     }
