@@ -457,6 +457,10 @@ impl SignatureCheck for CachedCheck<'_> {
     }
 }
 
+/// Most events a header's `to_seq` makes the verifier reserve room for (hashes, and
+/// payouts for half as many): 32 MiB of hashes.
+const RESERVE_EVENTS_MAX: usize = 1 << 20;
+
 /// Streams an export through the checks. Feed lines in order, then [`Verifier::finish`].
 #[derive(Debug)]
 pub struct Verifier {
@@ -560,7 +564,14 @@ impl Verifier {
                     });
                 }
                 self.summary.tenant = Some(header.tenant.clone());
-                self.state = Some(TenantState::new(header.tenant.clone()));
+                let mut state = TenantState::new(header.tenant.clone());
+                // Room for what the header announces (bounded: the header is input), so
+                // that the hashes and the payouts do not grow by doubling and copying.
+                let announced = usize::try_from(header.to_seq).unwrap_or(usize::MAX);
+                let room = announced.min(RESERVE_EVENTS_MAX);
+                self.hashes.prefix.reserve(room);
+                state.payouts.reserve(room / 2);
+                self.state = Some(state);
                 self.header = Some(header);
                 Ok(())
             }
@@ -1232,6 +1243,40 @@ pub mod lines {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn header_announcing(to_seq: u64) -> ExportLine {
+        let text = format!(
+            "{{\"exported_at\":\"2026-11-22T09:00:00.000000Z\",\"format\":\"payout-ledger-export\",\
+             \"from_seq\":1,\"tenant\":\"acme\",\"to_seq\":{to_seq},\"type\":\"header\",\"v\":1}}"
+        );
+        parse_line(&text).expect("a header line")
+    }
+
+    /// The room reserved from the header's `to_seq` follows it, and a header announcing
+    /// more than [`RESERVE_EVENTS_MAX`] events (it is input) reserves no more than that.
+    #[test]
+    fn the_header_reserves_room_for_what_it_announces_up_to_a_bound() {
+        let cache = SignatureCache::default();
+        for (to_seq, hashes_at_least, hashes_at_most) in [
+            (1000, 1000, RESERVE_EVENTS_MAX),
+            ((1 << 53) - 1, RESERVE_EVENTS_MAX, 2 * RESERVE_EVENTS_MAX),
+        ] {
+            let mut verifier = Verifier::new(None);
+            verifier
+                .push(1, header_announcing(to_seq), &cache)
+                .expect("a usable header");
+            let hashes = verifier.hashes.prefix.capacity();
+            assert!(
+                (hashes_at_least..=hashes_at_most).contains(&hashes),
+                "to_seq {to_seq}: room for {hashes} hashes"
+            );
+            let payouts = verifier.state.as_ref().expect("state").payouts.capacity();
+            assert!(
+                payouts >= hashes_at_least / 2 && payouts <= 2 * RESERVE_EVENTS_MAX,
+                "to_seq {to_seq}: room for {payouts} payouts"
+            );
+        }
+    }
 
     proptest! {
         /// The kept hashes answer as one map would, through any order of seqs (in order,
