@@ -544,7 +544,7 @@ fn payout_view(state: &TenantState, id: &PayoutId) -> Value {
             "amount": open.money.to_text(),
             "currency": open.money.currency(),
             "requester": open.requester,
-            "approvers": open.approvers,
+            "approvers": open.approvers.as_slice(),
             "approvals_required": open.approvals_required,
             "authorizer": open.authorizer,
             "executor": open.executor,

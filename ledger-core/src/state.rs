@@ -165,6 +165,10 @@ impl PayoutStatus {
     }
 }
 
+/// An open payout's distinct approvers, in order: two inline (most policies ask for one
+/// or two), more on the heap.
+pub type Approvers = smallvec::SmallVec<[PrincipalId; 2]>;
+
 /// An open payout, with everyone who acted on it (for four-eyes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenPayout {
@@ -177,7 +181,7 @@ pub struct OpenPayout {
     /// Who requested.
     pub requester: PrincipalId,
     /// Distinct approvers, in order.
-    pub approvers: Vec<PrincipalId>,
+    pub approvers: Approvers,
     /// Approvals needed (policy at request time).
     pub approvals_required: u32,
     /// Who authorized.
@@ -391,7 +395,7 @@ impl TenantState {
                         account: d.account.clone(),
                         money,
                         requester: actor.clone(),
-                        approvers: Vec::new(),
+                        approvers: Approvers::new(),
                         approvals_required,
                         authorizer: None,
                         executor: None,
