@@ -1068,6 +1068,140 @@ async fn every_sqlite_connection_is_durable_and_tuned() {
     assert_eq!(store.writer().size(), 1, "one connection for every write");
 }
 
+/// The SQLite migration that puts the events in commit order (20261204000500), run on
+/// a file written by the migrations before it: every event and checkpoint is kept byte
+/// for byte, the chains still verify, the tables are still append-only, the checkpoints'
+/// foreign key still holds, and appends go on from the heads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_events_keep_every_row_when_moved_to_commit_order() {
+    const COMMIT_ORDER: i64 = 20261204000500;
+    async fn events_sql(sqlite: &ledger_store::SqliteStore) -> String {
+        let (sql,): (String,) = sqlx::query_as(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+        )
+        .fetch_one(sqlite.pool())
+        .await
+        .expect("the events table");
+        sql
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ledger.db");
+    let sqlite = ledger_store::SqliteStore::open(&path).await.expect("open");
+    let every: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+    assert!(
+        every.iter().any(|m| m.version == COMMIT_ORDER),
+        "the migration is embedded"
+    );
+    let earlier = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            every
+                .iter()
+                .filter(|m| m.version < COMMIT_ORDER)
+                .cloned()
+                .collect(),
+        ),
+        ..every
+    };
+    earlier
+        .run(sqlite.pool())
+        .await
+        .expect("the earlier migrations");
+    assert!(events_sql(&sqlite).await.contains("WITHOUT ROWID"));
+    let store = Store::Sqlite(sqlite.clone());
+    let acme = sample_chain("acme", 21);
+    let globex = sample_chain("globex", 22);
+    let (acme_first, acme_rest) = acme.events.split_at(acme.events.len() / 2);
+    let mut acme_head = ChainHead::GENESIS;
+    // Interleaved, as many tenants commit in a real file.
+    for (i, event) in acme_first.iter().enumerate() {
+        acme_head = store
+            .append(
+                &acme.tenant,
+                acme_head,
+                &with_bytes(std::slice::from_ref(event)),
+            )
+            .await
+            .expect("acme");
+        if i == 0 {
+            store
+                .append(
+                    &globex.tenant,
+                    ChainHead::GENESIS,
+                    &with_bytes(&globex.events),
+                )
+                .await
+                .expect("globex");
+        }
+    }
+    let checkpoint = Checkpoint::sign(
+        acme.tenant.clone(),
+        acme_head.seq,
+        acme_head.hash,
+        acme.clock,
+        id("ckpt-1"),
+        &acme.checkpoint_key,
+    );
+    store
+        .append_checkpoint(&checkpoint)
+        .await
+        .expect("checkpoint");
+    let acme_before = load_all(&store, &acme.tenant).await;
+    let globex_before = load_all(&store, &globex.tenant).await;
+
+    sqlite.migrate().await.expect("the move to commit order");
+    assert!(events_sql(&sqlite)
+        .await
+        .contains("pos       INTEGER PRIMARY KEY"));
+    assert_eq!(load_all(&store, &acme.tenant).await, acme_before);
+    assert_eq!(load_all(&store, &globex.tenant).await, globex_before);
+    assert_eq!(store.head(&acme.tenant).await.expect("head"), acme_head);
+    assert_eq!(
+        store
+            .checkpoints(&acme.tenant, 0, PAGE_LIMIT_MAX)
+            .await
+            .expect("checkpoints"),
+        vec![checkpoint.clone()]
+    );
+    assert_export_intact(&store, &globex).await;
+    // Still append-only, and a checkpoint still needs its event.
+    for edit in [
+        "UPDATE events SET actor = 'mallory' WHERE tenant_id = 'acme' AND seq = 1",
+        "DELETE FROM events WHERE tenant_id = 'acme' AND seq = 1",
+        "UPDATE checkpoints SET key_id = 'other' WHERE tenant_id = 'acme'",
+        "DELETE FROM checkpoints WHERE tenant_id = 'acme'",
+    ] {
+        let refused = sqlx::query(edit)
+            .execute(sqlite.pool())
+            .await
+            .expect_err("append-only");
+        assert!(
+            refused.to_string().contains("append-only"),
+            "{edit}: {refused}"
+        );
+    }
+    let orphan = sqlx::query(
+        "INSERT INTO checkpoints (tenant_id, seq, head, at, key_id, sig) \
+         VALUES ('acme', 9999, zeroblob(32), '2026-12-04T00:00:00.000000Z', 'ckpt-1', zeroblob(64))",
+    )
+    .execute(sqlite.pool())
+    .await
+    .expect_err("no such event");
+    assert!(orphan.to_string().contains("FOREIGN KEY"), "{orphan}");
+    // The chain goes on from its head, and the whole of it verifies.
+    for event in acme_rest {
+        acme_head = store
+            .append(
+                &acme.tenant,
+                acme_head,
+                &with_bytes(std::slice::from_ref(event)),
+            )
+            .await
+            .expect("acme after the move");
+    }
+    assert_eq!(acme_head, acme.head);
+    assert_export_intact(&store, &acme).await;
+}
+
 /// Every write of the embedded store goes through its one writer connection, whose page
 /// cache SQLite then keeps across commits. `PRAGMA data_version` changes on a connection
 /// only when another connection has committed: after appends and a projection step it is
