@@ -154,6 +154,18 @@ fn deposits_after(
     out
 }
 
+/// `ledger`'s checkpoint of `head`, signed with its checkpoint key.
+fn checkpoint_at(ledger: &Ledger, head: ChainHead) -> Checkpoint {
+    Checkpoint::sign(
+        ledger.tenant.clone(),
+        head.seq,
+        head.hash,
+        ledger.clock,
+        id("ckpt-1"),
+        &ledger.checkpoint_key,
+    )
+}
+
 async fn load_all(store: &Store, tenant: &TenantId) -> Vec<(Event, Vec<u8>)> {
     let mut out = Vec::new();
     loop {
@@ -866,14 +878,7 @@ async fn service_role_isolation(db: Arc<TestDb>) {
         .append(&acme.tenant, stored_head, &more)
         .await
         .expect("append as the service");
-    let checkpoint = Checkpoint::sign(
-        acme.tenant.clone(),
-        acme_head.seq,
-        acme_head.hash,
-        acme.clock,
-        id("ckpt-1"),
-        &acme.checkpoint_key,
-    );
+    let checkpoint = checkpoint_at(&acme, acme_head);
     service_store
         .append_checkpoint(&checkpoint)
         .await
@@ -1133,14 +1138,7 @@ async fn sqlite_events_keep_every_row_when_moved_to_commit_order() {
                 .expect("globex");
         }
     }
-    let checkpoint = Checkpoint::sign(
-        acme.tenant.clone(),
-        acme_head.seq,
-        acme_head.hash,
-        acme.clock,
-        id("ckpt-1"),
-        &acme.checkpoint_key,
-    );
+    let checkpoint = checkpoint_at(&acme, acme_head);
     store
         .append_checkpoint(&checkpoint)
         .await
