@@ -1026,51 +1026,42 @@ async fn every_sqlite_connection_is_durable_and_tuned() {
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut connection = store.pool().acquire().await.expect("acquire");
-        let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(&mut *connection)
-            .await
-            .expect("journal_mode");
-        assert_eq!(mode.0, "wal");
-        let synchronous: (i64,) = sqlx::query_as("PRAGMA synchronous")
-            .fetch_one(&mut *connection)
-            .await
-            .expect("synchronous");
-        assert_eq!(synchronous.0, 2, "synchronous=FULL");
-        let pages: (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
-            .fetch_one(&mut *connection)
-            .await
-            .expect("wal_autocheckpoint");
-        assert_eq!(
-            pages.0,
-            i64::from(ledger_store::sqlite::WAL_AUTOCHECKPOINT_PAGES)
-        );
-        assert!(pages.0 > 1000, "longer than SQLite's default");
-        let cache: (i64,) = sqlx::query_as("PRAGMA cache_size")
-            .fetch_one(&mut *connection)
-            .await
-            .expect("cache_size");
-        assert_eq!(cache.0, -i64::from(ledger_store::sqlite::CACHE_KIB));
+        assert_durable_and_tuned(&mut connection).await;
         held.push(connection);
     }
     assert!(store.pool().size() >= 3);
     // The writes' own connection: as durable and tuned as the readers'.
     let mut writer = store.writer().acquire().await.expect("acquire the writer");
-    let synchronous: (i64,) = sqlx::query_as("PRAGMA synchronous")
-        .fetch_one(&mut *writer)
-        .await
-        .expect("synchronous");
-    assert_eq!(synchronous.0, 2, "the writer at synchronous=FULL");
+    assert_durable_and_tuned(&mut writer).await;
+    assert_eq!(store.writer().size(), 1, "one connection for every write");
+}
+
+/// WAL, `synchronous=FULL`, the longer WAL before checkpoints and the larger cache.
+async fn assert_durable_and_tuned(connection: &mut sqlx::SqliteConnection) {
     let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
-        .fetch_one(&mut *writer)
+        .fetch_one(&mut *connection)
         .await
         .expect("journal_mode");
     assert_eq!(mode.0, "wal");
+    let synchronous: (i64,) = sqlx::query_as("PRAGMA synchronous")
+        .fetch_one(&mut *connection)
+        .await
+        .expect("synchronous");
+    assert_eq!(synchronous.0, 2, "synchronous=FULL");
+    let pages: (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+        .fetch_one(&mut *connection)
+        .await
+        .expect("wal_autocheckpoint");
+    assert_eq!(
+        pages.0,
+        i64::from(ledger_store::sqlite::WAL_AUTOCHECKPOINT_PAGES)
+    );
+    assert!(pages.0 > 1000, "longer than SQLite's default");
     let cache: (i64,) = sqlx::query_as("PRAGMA cache_size")
-        .fetch_one(&mut *writer)
+        .fetch_one(&mut *connection)
         .await
         .expect("cache_size");
     assert_eq!(cache.0, -i64::from(ledger_store::sqlite::CACHE_KIB));
-    assert_eq!(store.writer().size(), 1, "one connection for every write");
 }
 
 /// The SQLite migration that puts the events in commit order (20261204000500), run on
