@@ -186,7 +186,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Closes the pool.
+    /// Closes the pools (the writer's and the readers').
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;

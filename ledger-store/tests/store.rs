@@ -753,16 +753,7 @@ async fn checkpoints_must_match_the_chain(db: Arc<TestDb>) {
         .append(tenant, ChainHead::GENESIS, &with_bytes(&ledger.events))
         .await
         .expect("append");
-    let sign = |seq: u64, head: Hash| {
-        Checkpoint::sign(
-            tenant.clone(),
-            seq,
-            head,
-            ledger.clock,
-            id("ckpt-1"),
-            &ledger.checkpoint_key,
-        )
-    };
+    let sign = |seq: u64, hash: Hash| checkpoint_at(&ledger, ChainHead { seq, hash });
     match db
         .store
         .append_checkpoint(&sign(ledger.head.seq + 1, ledger.head.hash))
@@ -1107,28 +1098,18 @@ async fn sqlite_events_keep_every_row_when_moved_to_commit_order() {
     let acme = sample_chain("acme", 21);
     let globex = sample_chain("globex", 22);
     let (acme_first, acme_rest) = acme.events.split_at(acme.events.len() / 2);
-    let mut acme_head = ChainHead::GENESIS;
-    // Interleaved, as many tenants commit in a real file.
-    for (i, event) in acme_first.iter().enumerate() {
-        acme_head = store
-            .append(
-                &acme.tenant,
-                acme_head,
-                &with_bytes(std::slice::from_ref(event)),
-            )
-            .await
-            .expect("acme");
-        if i == 0 {
-            store
-                .append(
-                    &globex.tenant,
-                    ChainHead::GENESIS,
-                    &with_bytes(&globex.events),
-                )
-                .await
-                .expect("globex");
-        }
-    }
+    let mut acme_head = store
+        .append(&acme.tenant, ChainHead::GENESIS, &with_bytes(acme_first))
+        .await
+        .expect("acme");
+    store
+        .append(
+            &globex.tenant,
+            ChainHead::GENESIS,
+            &with_bytes(&globex.events),
+        )
+        .await
+        .expect("globex");
     let checkpoint = checkpoint_at(&acme, acme_head);
     store
         .append_checkpoint(&checkpoint)
@@ -1149,7 +1130,7 @@ async fn sqlite_events_keep_every_row_when_moved_to_commit_order() {
             .checkpoints(&acme.tenant, 0, PAGE_LIMIT_MAX)
             .await
             .expect("checkpoints"),
-        vec![checkpoint.clone()]
+        vec![checkpoint]
     );
     assert_export_intact(&store, &globex).await;
     // Still append-only, and a checkpoint still needs its event.
