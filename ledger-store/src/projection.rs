@@ -697,6 +697,29 @@ mod on_sqlite {
          released_by, released_at, released_seq, ended_by, ended_at, ended_seq, ended_reason";
     const AUDIT_COLUMNS: &str = "seq, at, actor, action, subject, result, reason, request_id";
 
+    /// The columns of a read-model table as SQLite holds them, and the row they parse to.
+    trait ProjectionColumns: Sized {
+        type Row;
+        const SQLITE_COLUMNS: &'static str;
+        fn into_row(self, tenant: &TenantId) -> Result<Self::Row, StoreError>;
+    }
+
+    impl ProjectionColumns for BalanceColumns {
+        type Row = (AccountId, AccountBalance);
+        const SQLITE_COLUMNS: &'static str = BALANCE_COLUMNS;
+        fn into_row(self, tenant: &TenantId) -> Result<Self::Row, StoreError> {
+            BalanceColumns::into_row(self, tenant)
+        }
+    }
+
+    impl ProjectionColumns for PayoutColumns {
+        type Row = PayoutRow;
+        const SQLITE_COLUMNS: &'static str = PAYOUT_COLUMNS;
+        fn into_row(self, tenant: &TenantId) -> Result<Self::Row, StoreError> {
+            PayoutColumns::into_row(self, tenant)
+        }
+    }
+
     pub(super) async fn cursor_in(
         tx: &mut Tx,
         tenant: &TenantId,
@@ -1168,36 +1191,11 @@ mod on_sqlite {
         tx: &mut Tx,
         keys: &[(&TenantId, Keys)],
     ) -> Result<HashMap<String, Vec<(AccountId, AccountBalance)>>, StoreError> {
-        let wanted: Vec<(&TenantId, &AccountId)> = keys
+        let wanted = keys
             .iter()
-            .flat_map(|(tenant, k)| k.accounts.iter().map(move |a| (*tenant, a)))
-            .collect();
-        let mut out: HashMap<String, Vec<(AccountId, AccountBalance)>> = HashMap::new();
-        for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
-            let mut select = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT b.tenant_id, {} FROM (",
-                prefixed("b.", BALANCE_COLUMNS)
-            ));
-            select.push_values(chunk, |mut row, (tenant, account)| {
-                row.push_bind(tenant.as_str()).push_bind(account.as_str());
-            });
-            select.push(
-                ") AS k JOIN projection_balances b ON b.tenant_id = k.column1 \
-                 AND b.account = k.column2",
-            );
-            let rows: Vec<Tenanted<BalanceColumns>> =
-                select.build_query_as().fetch_all(&mut **tx).await?;
-            let known: HashMap<&str, &TenantId> =
-                chunk.iter().map(|(t, _)| (t.as_str(), *t)).collect();
-            for row in rows {
-                let Some(id) = known.get(row.tenant_id.as_str()).copied() else {
-                    continue;
-                };
-                let parsed = row.row.into_row(id)?;
-                out.entry(row.tenant_id).or_default().push(parsed);
-            }
-        }
-        Ok(out)
+            .flat_map(|(tenant, k)| k.accounts.iter().map(move |a| (*tenant, a.as_str())))
+            .collect::<Vec<_>>();
+        keyed_rows_in::<BalanceColumns>(tx, &wanted, "projection_balances", "account").await
     }
 
     /// The payout rows the pages name, by tenant.
@@ -1205,25 +1203,38 @@ mod on_sqlite {
         tx: &mut Tx,
         keys: &[(&TenantId, Keys)],
     ) -> Result<HashMap<String, Vec<PayoutRow>>, StoreError> {
-        let wanted: Vec<(&TenantId, &PayoutId)> = keys
+        let wanted = keys
             .iter()
-            .flat_map(|(tenant, k)| k.payouts.iter().map(move |p| (*tenant, p)))
-            .collect();
-        let mut out: HashMap<String, Vec<PayoutRow>> = HashMap::new();
+            .flat_map(|(tenant, k)| k.payouts.iter().map(move |p| (*tenant, p.as_str())))
+            .collect::<Vec<_>>();
+        keyed_rows_in::<PayoutColumns>(tx, &wanted, "projection_payouts", "payout").await
+    }
+
+    /// The rows of `table` whose `(tenant_id, key_column)` are among `wanted`, parsed,
+    /// by tenant.
+    async fn keyed_rows_in<C>(
+        tx: &mut Tx,
+        wanted: &[(&TenantId, &str)],
+        table: &str,
+        key_column: &str,
+    ) -> Result<HashMap<String, Vec<C::Row>>, StoreError>
+    where
+        C: ProjectionColumns + Send + Unpin,
+        for<'r> Tenanted<C>: sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    {
+        let mut out: HashMap<String, Vec<C::Row>> = HashMap::new();
         for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
             let mut select = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT p.tenant_id, {} FROM (",
-                prefixed("p.", PAYOUT_COLUMNS)
+                "SELECT r.tenant_id, {} FROM (",
+                prefixed("r.", C::SQLITE_COLUMNS)
             ));
-            select.push_values(chunk, |mut row, (tenant, payout)| {
-                row.push_bind(tenant.as_str()).push_bind(payout.as_str());
+            select.push_values(chunk, |mut row, (tenant, key)| {
+                row.push_bind(tenant.as_str()).push_bind(*key);
             });
-            select.push(
-                ") AS k JOIN projection_payouts p ON p.tenant_id = k.column1 \
-                 AND p.payout = k.column2",
-            );
-            let rows: Vec<Tenanted<PayoutColumns>> =
-                select.build_query_as().fetch_all(&mut **tx).await?;
+            select.push(format!(
+                ") AS k JOIN {table} r ON r.tenant_id = k.column1 AND r.{key_column} = k.column2"
+            ));
+            let rows: Vec<Tenanted<C>> = select.build_query_as().fetch_all(&mut **tx).await?;
             let known: HashMap<&str, &TenantId> =
                 chunk.iter().map(|(t, _)| (t.as_str(), *t)).collect();
             for row in rows {
