@@ -267,6 +267,10 @@ pub(crate) fn decide_one(
         Command::RevokeRole { user, role } => {
             require_permission(state, ctx, Permission::RoleManage)?;
             four_eyes(user == ctx.actor, "nobody revokes their own roles")?;
+            let known = state.principals.get(user).is_some_and(|p| p.added);
+            if ctx.enforcement == Enforcement::Writer && !known {
+                return Err(Rejection::NotFound { what: "user" });
+            }
             if !state
                 .roles_of(user)
                 .is_some_and(|roles| roles.contains(role))

@@ -860,6 +860,25 @@ fn permissions_a_revoked_role_no_longer_allows() {
     assert_eq!(ledger.execute("usr_bea", approve(PO)).map(|_| ()), Ok(()));
 }
 
+#[test]
+fn role_changes_name_a_user_of_the_tenant() {
+    // A user the tenant never added (another tenant's, or none) is not found, both ways,
+    // and nothing is recorded: another tenant's object answers 404.
+    let mut ledger = given(Stage::Requested);
+    for command in [
+        grant("usr_stranger", Role::Approver, None),
+        revoke("usr_stranger", Role::Approver),
+    ] {
+        let got = ledger.execute("usr_admin", command).map(|_| ());
+        assert_eq!(got, Err(Rejection::NotFound { what: "user" }));
+    }
+    // A user of the tenant without the role is a state conflict, not an unknown user.
+    let got = ledger
+        .execute("usr_admin", revoke("usr_ann", Role::Approver))
+        .map(|_| ());
+    assert_eq!(got, Err(invalid_state("user does not have role approver")));
+}
+
 /// `act` by `actor` through an API key narrowed to `scopes` (`None`: not narrowed). `Err`
 /// holds the permission refused.
 fn check_scopes(
