@@ -84,7 +84,7 @@ impl Storage {
                 .await
                 .map_err(|e| invalid("--database-url / LEDGER_DATABASE_URL", e)),
             None => {
-                create_private_dir(&self.data_dir)
+                util::create_private_dir(&self.data_dir)
                     .map_err(|e| invalid("--data-dir / LEDGER_DATA_DIR", e))?;
                 let path = self.data_dir.join("ledger.db");
                 let store = Store::Sqlite(
@@ -109,7 +109,7 @@ impl Storage {
         if value.is_none() && file.is_none() && self.embedded() {
             let path = self.data_dir.join("master.key");
             if !path.exists() {
-                create_private_dir(&self.data_dir)
+                util::create_private_dir(&self.data_dir)
                     .map_err(|e| invalid("--data-dir / LEDGER_DATA_DIR", e))?;
                 let key = hex::encode(util::random_bytes::<32>());
                 write_private(&path, format!("k1:{key}\n").as_bytes())
@@ -193,16 +193,6 @@ pub fn wal_reset_frames(frames: i64) -> Result<i64, ConfigError> {
 pub fn listen_address(text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse()
         .map_err(|e| invalid("--listen / LEDGER_LISTEN", format!("{text:?}: {e}")))
-}
-
-fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

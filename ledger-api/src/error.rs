@@ -162,14 +162,16 @@ impl IntoResponse for ApiError {
                 Some(*retry_after)
             }
             ApiError::Rejected(Rejection::TwoFactor(TwoFactorFailure::Locked)) => Some(900),
-            ApiError::Unavailable | ApiError::ProjectionBehind { .. } => Some(1),
+            // The first request with that key is still being answered: try again shortly.
+            ApiError::Unavailable
+            | ApiError::ProjectionBehind { .. }
+            | ApiError::IdempotencyInProgress => Some(1),
             ApiError::Malformed(_)
             | ApiError::Unauthorized
             | ApiError::NotFound
             | ApiError::TooLarge
             | ApiError::Validation(_)
             | ApiError::IdempotencyConflict
-            | ApiError::IdempotencyInProgress
             | ApiError::Rejected(_)
             | ApiError::Internal(_) => None,
         };

@@ -146,7 +146,7 @@ fn read_seed(dir: &Path, key_id: &KeyId) -> Result<SigningKey, KeysError> {
 /// Adds a fresh key of `purpose` (retiring the current one of that purpose at `now`),
 /// and returns its id.
 pub fn add_key(dir: &Path, purpose: KeyPurpose, now: Timestamp) -> Result<KeyId, KeysError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    crate::util::create_private_dir(dir).map_err(io(dir))?;
     let mut records = read_list(dir)?;
     let n = records.iter().filter(|r| r.purpose == purpose).count() + 1;
     let key_id: KeyId = format!("{}-{n}", purpose_name(purpose))

@@ -64,16 +64,20 @@ struct ServeArgs {
     #[arg(long, env = "LEDGER_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
     /// Requests per second per API key.
-    #[arg(long, env = "LEDGER_RATE_PER_KEY", default_value_t = 2000)]
+    #[arg(long, env = "LEDGER_RATE_PER_KEY", default_value_t = 2000,
+          value_parser = clap::value_parser!(u32).range(1..))]
     rate_per_key: u32,
     /// Requests per second per client IP.
-    #[arg(long, env = "LEDGER_RATE_PER_IP", default_value_t = 5000)]
+    #[arg(long, env = "LEDGER_RATE_PER_IP", default_value_t = 5000,
+          value_parser = clap::value_parser!(u32).range(1..))]
     rate_per_ip: u32,
     /// Publish every committed event to NATS JetStream (`nats://host:port`).
     #[arg(long, env = "NATS_URL")]
     nats_url: Option<String>,
-    /// Requests per minute per client IP on invite redemption and TOTP confirmation.
-    #[arg(long, env = "LEDGER_RATE_SENSITIVE_PER_MINUTE", default_value_t = 20)]
+    /// Requests per minute per client IP on invite redemption and TOTP confirmation, and
+    /// per API key on a person's requests that carry a one-time code.
+    #[arg(long, env = "LEDGER_RATE_SENSITIVE_PER_MINUTE", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
     rate_sensitive_per_minute: u32,
     #[command(flatten)]
     webhooks: ledger_api::webhooks::WebhookArgs,

@@ -12,6 +12,18 @@ pub fn now() -> Timestamp {
     Timestamp::from_unix_micros(micros)
 }
 
+/// Creates `path` (and its parents) if missing and makes it private to its owner (0700),
+/// for the directories that hold keys.
+pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// `N` bytes from the operating system's CSPRNG. There is no fallback: without it the
 /// service cannot issue secrets, so it stops.
 pub fn random_bytes<const N: usize>() -> [u8; N] {

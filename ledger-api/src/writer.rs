@@ -546,7 +546,7 @@ impl TenantWriter {
                 Ok(Some(job)) => job,
                 Ok(None) => return,
                 Err(_elapsed) => {
-                    if self.checkpoint_due(true) {
+                    if self.checkpoint_due() {
                         let _ = self.write_checkpoint().await;
                     }
                     if last_job.elapsed() >= self.idle_eviction && !receiver.is_closed() {
@@ -596,7 +596,9 @@ impl TenantWriter {
             if !writes.is_empty() {
                 self.commit_group(writes).await;
             }
-            if self.checkpoint_due(false) {
+            // After a group too, not only after a quiet period: a tenant that keeps
+            // getting commands is checkpointed every period of activity.
+            if self.checkpoint_due() {
                 let _ = self.write_checkpoint().await;
             }
             self.snapshot_if_due().await;
@@ -620,13 +622,13 @@ impl TenantWriter {
         }
     }
 
-    fn checkpoint_due(&self, timer: bool) -> bool {
+    fn checkpoint_due(&self) -> bool {
         let Some((_, head)) = &self.loaded else {
             return false;
         };
         let behind = head.seq.saturating_sub(self.last_checkpoint_seq);
         behind >= CHECKPOINT_EVERY_EVENTS
-            || (timer && behind > 0 && self.last_checkpoint_at.elapsed() >= CHECKPOINT_EVERY)
+            || (behind > 0 && self.last_checkpoint_at.elapsed() >= CHECKPOINT_EVERY)
     }
 
     async fn write_checkpoint(&mut self) -> Result<Option<Checkpoint>, ApiError> {
@@ -844,5 +846,157 @@ fn fail(job: Job, error: &ApiError) {
             let _ = reply.send(Err(unavailable()));
         }
         Job::Read(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checkpoint rule "every 1000 events or 60 s of activity per tenant": the period
+    //! is the constant [`CHECKPOINT_EVERY`], so it is tested here, on a writer whose last
+    //! checkpoint is set back in time rather than by waiting.
+
+    use super::*;
+
+    fn id<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().expect(s)
+    }
+
+    fn submission(actor: &str, command: Command) -> Submission {
+        Submission {
+            actor: id(actor),
+            scopes: None,
+            commands: vec![command],
+            denied: None,
+            id_seed: None,
+            recheck: false,
+            request_id: None,
+            view: Box::new(|_, _| serde_json::Value::Null),
+        }
+    }
+
+    fn add_user(n: usize) -> Command {
+        Command::AddUser {
+            user: id(&format!("usr_{n}")),
+            name: format!("user {n}"),
+        }
+    }
+
+    /// An instant `ago` before now.
+    fn before_now(ago: Duration) -> Instant {
+        Instant::now()
+            .checked_sub(ago)
+            .expect("a monotonic clock older than the period")
+    }
+
+    /// A store holding tenant `acme` (created, one user added), and a writer of it, not
+    /// yet loaded, as [`Writers`] would start it.
+    async fn setup() -> (tempfile::TempDir, Store, TenantWriter) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::Sqlite(
+            ledger_store::SqliteStore::open(&dir.path().join("ledger.db"))
+                .await
+                .expect("open"),
+        );
+        store.migrate().await.expect("migrate");
+        crate::keys::ensure_keys(&dir.path().join("keys"), util::now()).expect("keys");
+        let keys = Arc::new(crate::keys::load(&dir.path().join("keys")).expect("keys"));
+        let tenant: TenantId = id("acme");
+        let writers = Writers::new(store.clone(), Arc::clone(&keys));
+        let create = Command::CreateTenant {
+            name: "Acme".into(),
+            admin: Some(id("usr_admin")),
+        };
+        for (actor, command) in [("svc_operator", create), ("usr_admin", add_user(0))] {
+            writers
+                .submit(&tenant, submission(actor, command))
+                .await
+                .expect("committed");
+        }
+        let writer = TenantWriter {
+            tenant,
+            store: store.clone(),
+            keys,
+            commits: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            head: watch::channel(0).0,
+            committer: Committer::start(store.clone()),
+            idle_eviction: IDLE_EVICTION,
+            any_commit: watch::channel(0).0,
+            loaded: None,
+            last_checkpoint_seq: 0,
+            last_checkpoint_at: Instant::now(),
+            last_snapshot_seq: 0,
+        };
+        (dir, store, writer)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_is_due_after_the_period_or_the_event_count() {
+        let (_dir, _store, mut writer) = setup().await;
+        assert!(!writer.checkpoint_due(), "nothing loaded, nothing due");
+        writer.ensure_loaded().await.expect("load");
+        let head = writer.loaded.as_ref().map(|(_, head)| *head).expect("head");
+        assert_eq!((head.seq, writer.last_checkpoint_seq), (2, 0));
+        let recently = Duration::from_secs(1);
+        let long_ago = CHECKPOINT_EVERY + Duration::from_secs(1);
+        let head_seq = 2 * CHECKPOINT_EVERY_EVENTS;
+        if let Some((_, loaded_head)) = writer.loaded.as_mut() {
+            loaded_head.seq = head_seq;
+        }
+        // (events since the last checkpoint, time since it) -> due
+        let cases = [
+            (2, long_ago, true),
+            (2, recently, false),
+            (0, long_ago, false),
+            (CHECKPOINT_EVERY_EVENTS, recently, true),
+            (CHECKPOINT_EVERY_EVENTS - 1, recently, false),
+            (CHECKPOINT_EVERY_EVENTS - 1, long_ago, true),
+        ];
+        for (behind, ago, due) in cases {
+            writer.last_checkpoint_seq = head_seq - behind;
+            writer.last_checkpoint_at = before_now(ago);
+            assert_eq!(
+                writer.checkpoint_due(),
+                due,
+                "{behind} events, last checkpoint {ago:?} ago"
+            );
+        }
+    }
+
+    /// A tenant that keeps getting commands (so its queue never idles for the period) and
+    /// has events older than the period without a checkpoint gets one after its next
+    /// group: "60 s of activity", not only 60 s of silence after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_tenant_is_checkpointed_once_the_period_has_passed() {
+        let (_dir, store, mut writer) = setup().await;
+        writer.ensure_loaded().await.expect("load");
+        // The last checkpoint (here: the writer's start) is older than the period.
+        writer.last_checkpoint_at = before_now(CHECKPOINT_EVERY + Duration::from_secs(1));
+        let tenant = writer.tenant.clone();
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(writer.run(receiver));
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Write(Box::new(submission("usr_admin", add_user(1))), reply);
+        assert!(sender.send(job).await.is_ok(), "the writer stopped");
+        let (events, _) = answer.await.expect("answered").expect("committed");
+        let head_seq = events.last().map(|e| e.seq).expect("an event");
+        // A read is answered on the writer's next turn: after its post-group duties.
+        let (reply, answer) = oneshot::channel();
+        let read = Job::Read(Box::new(move |_, head: ChainHead| {
+            let _ = reply.send(head.seq);
+        }));
+        assert!(sender.send(read).await.is_ok(), "the writer stopped");
+        assert_eq!(answer.await.expect("read"), head_seq);
+        let checkpoints = store
+            .checkpoints(&tenant, 0, 100)
+            .await
+            .expect("checkpoints");
+        assert_eq!(
+            checkpoints.last().map(|c| c.seq),
+            Some(head_seq),
+            "events older than {CHECKPOINT_EVERY:?} and no checkpoint after the group"
+        );
     }
 }
