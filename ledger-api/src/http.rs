@@ -3,6 +3,7 @@
 //! signature), `Idempotency-Key`, and one structured access-log line that names the
 //! request id, tenant, actor, action and result, and nothing secret.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
-use ledger_core::ids::{PrincipalId, TenantId};
+use ledger_core::ids::{PrincipalId, PrincipalKind, TenantId};
 use ledger_core::policy::Permission;
 use sha2::{Digest, Sha256};
 
@@ -30,6 +31,12 @@ pub const SIGNATURE_WINDOW_SECONDS: i64 = 300;
 /// A pending idempotent request older than this is taken over by a retry (its process
 /// died, or its client gave up).
 const IDEMPOTENCY_TAKEOVER_SECONDS: i64 = 10;
+/// How long after its answer an invite redemption is replayed for its `Idempotency-Key`:
+/// the answer holds the new API key and TOTP secret, so past this a spent invite is worth
+/// nothing again (401, as any spent invite).
+pub const REDEEM_REPLAY_SECONDS: i64 = 3600;
+/// The public route that redeems an invite.
+const REDEEM_PATH: &str = "/v1/invites/redeem";
 
 /// The authenticated caller: the tenant comes from the key, never from the request.
 #[derive(Debug, Clone)]
@@ -127,6 +134,33 @@ fn is_public(path: &str) -> bool {
 
 fn is_sensitive(path: &str) -> bool {
     matches!(path, "/v1/invites/redeem" | "/v1/me/totp/confirm")
+}
+
+/// A path segment with its percent-escapes decoded, as the router's `Path` extractor
+/// decodes it (so that `%61uthorize` counts as `authorize`).
+fn decoded_segment(segment: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
+}
+
+/// Whether a request is one of those that carry a TOTP code (DESIGN 7: money movement
+/// and administration under 2FA, and the enrolment's confirmation): these are limited
+/// per API key too, tighter, when a person sends them. By method and path, whatever the
+/// body holds (a request without its code is denied, and recorded, all the same).
+fn carries_a_code(method: &Method, path: &str) -> bool {
+    let segments: Vec<Cow<'_, str>> = path.split('/').skip(1).map(decoded_segment).collect();
+    let segments: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
+    let gated = |action: &str| matches!(action, "authorize" | "execute" | "release");
+    match segments.as_slice() {
+        ["v1", "payouts", _, action] | ["v1", "payouts", action] => {
+            method == Method::POST && gated(action)
+        }
+        ["v1", "users", _, "roles"]
+        | ["v1", "roles"]
+        | ["v1", "me", "api-keys"]
+        | ["v1", "me", "totp", "confirm"] => method == Method::POST,
+        ["v1", "policy", "approvals"] => method == Method::PUT,
+        _ => false,
+    }
 }
 
 /// Whether `ip` is in `entry` (an address or `address/prefix`).
@@ -264,26 +298,94 @@ async fn authenticate(
 }
 
 enum IdempotencyStart {
-    /// Go on (with ids derived from the key).
-    Proceed(Idempotency, String, i64),
-    /// Answer this (a replay, or a conflict).
+    /// Go on (with ids derived from the key), the record at this version.
+    Proceed(Idempotency, i64),
+    /// Answer this (a replay).
     Answer(Response),
+    /// The answer is past its replay window (only a redemption's has one).
+    Expired,
 }
 
-async fn start_idempotent(
-    state: &AppState,
-    caller: &Caller,
-    key: &str,
-    method: &Method,
-    path: &str,
-    body: &[u8],
-) -> Result<IdempotencyStart, ApiError> {
+/// Where an idempotency record lives and what it is called.
+struct IdempotencyScope {
+    /// The tenant whose records hold it.
+    tenant: TenantId,
+    /// The record id.
+    id: String,
+    /// How long after the answer a replay is honoured (`None`: always).
+    replay_seconds: Option<i64>,
+}
+
+impl IdempotencyScope {
+    /// An authenticated caller's: in its tenant, `principal:key`.
+    fn of_caller(caller: &Caller, key: &str) -> Self {
+        Self {
+            tenant: caller.tenant.clone(),
+            id: format!("{}:{key}", caller.principal),
+            replay_seconds: None,
+        }
+    }
+
+    /// An invite redemption's (no caller yet): in the invite's tenant, named by a hash of
+    /// the whole invite and the key, so that only the invite's holder can reach it (and
+    /// the id tells nothing of either); replayed for [`REDEEM_REPLAY_SECONDS`].
+    fn of_redemption(tenant: TenantId, invite: &str, key: &str) -> Self {
+        let digest = Sha256::new()
+            .chain_update(REDEEM_PATH)
+            .chain_update([0])
+            .chain_update(invite.as_bytes())
+            .chain_update([0])
+            .chain_update(key.as_bytes())
+            .finalize();
+        Self {
+            tenant,
+            id: format!("redeem:{}", hex::encode(digest)),
+            replay_seconds: Some(REDEEM_REPLAY_SECONDS),
+        }
+    }
+}
+
+fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::Malformed(
             "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
         ));
     }
-    let id = format!("{}:{key}", caller.principal);
+    Ok(())
+}
+
+/// The scope of a redemption's idempotency record: `None` (no idempotency: the handler
+/// answers, 401 or 400) unless the body names an invite whose secret matches, so that no
+/// one without the invite can make or read a record.
+async fn redemption_scope(
+    state: &AppState,
+    key: &str,
+    body: &[u8],
+) -> Result<Option<IdempotencyScope>, ApiError> {
+    check_idempotency_key(key)?;
+    // Read as the handler reads it (`routes::Body`: a JSON value, the last of duplicate
+    // fields winning).
+    let Some(invite) = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|value| value.get("invite")?.as_str().map(str::to_owned))
+    else {
+        return Ok(None);
+    };
+    Ok(crate::routes::presented_invite(state, &invite)
+        .await?
+        .map(|presented| IdempotencyScope::of_redemption(presented.tenant, &invite, key)))
+}
+
+async fn start_idempotent(
+    state: &AppState,
+    scope: &IdempotencyScope,
+    key: &str,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Result<IdempotencyStart, ApiError> {
+    check_idempotency_key(key)?;
+    let (tenant, id) = (&scope.tenant, &scope.id);
     let request_sha256 = util::sha256_hex(
         format!("{method}\n{path}\n")
             .as_bytes()
@@ -294,7 +396,7 @@ async fn start_idempotent(
             .as_slice(),
     );
     let seed: [u8; 32] = Sha256::new()
-        .chain_update(caller.tenant.as_str())
+        .chain_update(tenant.as_str())
         .chain_update([0])
         .chain_update(id.as_bytes())
         .finalize()
@@ -307,21 +409,17 @@ async fn start_idempotent(
         started_at: util::now(),
     };
     for _attempt in 0..4 {
-        if state
-            .insert(&caller.tenant, kind::IDEMPOTENCY, &id, &fresh)
-            .await?
-        {
+        if state.insert(tenant, kind::IDEMPOTENCY, id, &fresh).await? {
             return Ok(IdempotencyStart::Proceed(
                 Idempotency {
                     seed,
                     recheck: false,
                 },
-                id,
                 1,
             ));
         }
         let Some((version, existing)) = state
-            .get::<IdempotencyRecord>(&caller.tenant, kind::IDEMPOTENCY, &id)
+            .get::<IdempotencyRecord>(tenant, kind::IDEMPOTENCY, id)
             .await?
         else {
             continue;
@@ -329,9 +427,25 @@ async fn start_idempotent(
         if existing.request_sha256 != request_sha256 {
             return Err(ApiError::IdempotencyConflict);
         }
+        let answered_seconds = util::now().unix_seconds() - existing.started_at.unix_seconds();
+        if existing.status.is_some()
+            && scope
+                .replay_seconds
+                .is_some_and(|window| answered_seconds >= window)
+        {
+            // Past its window the answer is of no use to anyone: drop the sealed copy.
+            if let Err(error) = state
+                .store
+                .delete_record(tenant, kind::IDEMPOTENCY, id)
+                .await
+            {
+                tracing::warn!(error = %error, "expired idempotency record not deleted");
+            }
+            return Ok(IdempotencyStart::Expired);
+        }
         let body = match existing.body_sealed {
             Some(envelope) => {
-                let plain = state.open(&caller.tenant, &id, SEALED_ANSWER_FIELD, &envelope)?;
+                let plain = state.open(tenant, id, SEALED_ANSWER_FIELD, &envelope)?;
                 Some(String::from_utf8(plain).map_err(|_| {
                     ApiError::Internal("stored idempotent answer is not UTF-8".into())
                 })?)
@@ -359,7 +473,7 @@ async fn start_idempotent(
             return Err(ApiError::IdempotencyInProgress);
         }
         if state
-            .update(&caller.tenant, kind::IDEMPOTENCY, &id, version, &fresh)
+            .update(tenant, kind::IDEMPOTENCY, id, version, &fresh)
             .await?
         {
             return Ok(IdempotencyStart::Proceed(
@@ -367,7 +481,6 @@ async fn start_idempotent(
                     seed,
                     recheck: true,
                 },
-                id,
                 version + 1,
             ));
         }
@@ -377,11 +490,11 @@ async fn start_idempotent(
 
 async fn finish_idempotent(
     state: &AppState,
-    caller: &Caller,
-    id: &str,
+    scope: &IdempotencyScope,
     version: i64,
     response: Response,
 ) -> Response {
+    let (tenant, id) = (&scope.tenant, scope.id.as_str());
     let status = response.status();
     let (parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 4 * BODY_MAX).await else {
@@ -389,7 +502,7 @@ async fn finish_idempotent(
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let answer = if parts.extensions.get::<SecretAnswer>().is_some() {
-        match state.seal(&caller.tenant, id, SEALED_ANSWER_FIELD, text.as_bytes()) {
+        match state.seal(tenant, id, SEALED_ANSWER_FIELD, text.as_bytes()) {
             Ok(envelope) => Some((None, Some(envelope))),
             Err(error) => {
                 tracing::warn!(error = %error, "idempotent answer not kept: it cannot be sealed");
@@ -408,12 +521,12 @@ async fn finish_idempotent(
             started_at: util::now(),
         };
         match state
-            .get::<IdempotencyRecord>(&caller.tenant, kind::IDEMPOTENCY, id)
+            .get::<IdempotencyRecord>(tenant, kind::IDEMPOTENCY, id)
             .await
         {
             Ok(Some((current, pending))) if current == version => state
                 .update(
-                    &caller.tenant,
+                    tenant,
                     kind::IDEMPOTENCY,
                     id,
                     version,
@@ -431,7 +544,7 @@ async fn finish_idempotent(
         // Not an answer to keep: a retry must run the request again.
         state
             .store
-            .delete_record(&caller.tenant, kind::IDEMPOTENCY, id)
+            .delete_record(tenant, kind::IDEMPOTENCY, id)
             .await
             .map(|_| ())
             .map_err(ApiError::from)
@@ -440,6 +553,31 @@ async fn finish_idempotent(
         tracing::warn!(error = %error, "idempotency record not updated");
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Runs the request under its idempotency record in `scope`: a replay or a conflict is
+/// answered at once; otherwise the handler runs, and its answer is kept for retries.
+async fn run_idempotent(
+    state: &AppState,
+    scope: &IdempotencyScope,
+    key: &str,
+    path_and_query: &str,
+    mut parts: axum::http::request::Parts,
+    bytes: Bytes,
+    next: Next,
+) -> Response {
+    match start_idempotent(state, scope, key, &parts.method, path_and_query, &bytes).await {
+        Err(error) => error.into_response(),
+        Ok(IdempotencyStart::Answer(response)) => response,
+        // Only a redemption's answer expires: the invite is spent.
+        Ok(IdempotencyStart::Expired) => ApiError::Unauthorized.into_response(),
+        Ok(IdempotencyStart::Proceed(idempotency, version)) => {
+            parts.extensions.insert(idempotency);
+            let request = Request::from_parts(parts, Body::from(bytes));
+            let response = next.run(request).await;
+            finish_idempotent(state, scope, version, response).await
+        }
+    }
 }
 
 /// The middleware around every route.
@@ -519,14 +657,32 @@ async fn handle(
         Ok(_) | Err(_) => return (ApiError::TooLarge.into_response(), None),
     };
     parts.extensions.insert(request_id.clone());
-    if is_public(&path) {
-        let request = Request::from_parts(parts, Body::from(bytes));
-        return (next.run(request).await, None);
-    }
     let path_and_query = parts
         .uri
         .path_and_query()
         .map_or(path.clone(), |p| p.as_str().to_owned());
+    let method = parts.method.clone();
+    let idempotency_key = header(&parts.headers, "idempotency-key")
+        .map(str::to_owned)
+        .filter(|_| method == Method::POST || method == Method::PUT);
+    if is_public(&path) {
+        // An invite redemption (public: the invite is the credential) is idempotent too,
+        // its record scoped to the invite.
+        if let (REDEEM_PATH, Some(key)) = (path.as_str(), &idempotency_key) {
+            match redemption_scope(state, key, &bytes).await {
+                Err(error) => return (error.into_response(), None),
+                Ok(Some(scope)) => {
+                    let response =
+                        run_idempotent(state, &scope, key, &path_and_query, parts, bytes, next)
+                            .await;
+                    return (response, None);
+                }
+                Ok(None) => {}
+            }
+        }
+        let request = Request::from_parts(parts, Body::from(bytes));
+        return (next.run(request).await, None);
+    }
     let caller = match authenticate(
         state,
         &parts.headers,
@@ -541,27 +697,24 @@ async fn handle(
         Ok(caller) => caller,
         Err(error) => return (error.into_response(), None),
     };
+    // A person's requests that carry a TOTP code: tighter, per key (a service's need
+    // no code and are not counted here).
+    if caller.principal.kind() == PrincipalKind::User && carries_a_code(&method, &path) {
+        if let Err(retry_after) = state.limits.check_key_sensitive(&caller.key_id) {
+            return (
+                ApiError::RateLimited { retry_after }.into_response(),
+                Some(caller),
+            );
+        }
+    }
     parts.extensions.insert(caller.clone());
-    let idempotency_key = header(&parts.headers, "idempotency-key").map(str::to_owned);
-    let method = parts.method.clone();
-    let Some(key) = idempotency_key.filter(|_| method == Method::POST || method == Method::PUT)
-    else {
+    let Some(key) = idempotency_key else {
         let request = Request::from_parts(parts, Body::from(bytes));
         return (next.run(request).await, Some(caller));
     };
-    match start_idempotent(state, &caller, &key, &method, &path_and_query, &bytes).await {
-        Err(error) => (error.into_response(), Some(caller)),
-        Ok(IdempotencyStart::Answer(response)) => (response, Some(caller)),
-        Ok(IdempotencyStart::Proceed(idempotency, id, version)) => {
-            parts.extensions.insert(idempotency);
-            let request = Request::from_parts(parts, Body::from(bytes));
-            let response = next.run(request).await;
-            (
-                finish_idempotent(state, &caller, &id, version, response).await,
-                Some(caller),
-            )
-        }
-    }
+    let scope = IdempotencyScope::of_caller(&caller, &key);
+    let response = run_idempotent(state, &scope, &key, &path_and_query, parts, bytes, next).await;
+    (response, Some(caller))
 }
 
 #[cfg(test)]
@@ -580,6 +733,73 @@ mod tests {
         assert!(!ip_allowed(ip, "not an ip"));
         let v6: IpAddr = "::1".parse().expect("ip");
         assert!(ip_allowed(v6, "::1/128"));
+    }
+
+    #[test]
+    fn requests_that_carry_a_code() {
+        let check = |method: Method, path: &str, expected: bool| {
+            assert_eq!(carries_a_code(&method, path), expected, "{method} {path}");
+        };
+        for action in ["authorize", "execute", "release"] {
+            check(Method::POST, &format!("/v1/payouts/po_1/{action}"), true);
+            check(Method::POST, &format!("/v1/payouts/{action}"), true);
+        }
+        check(Method::POST, "/v1/payouts/po_1/%61uthorize", true);
+        check(Method::POST, "/v1/payouts/%65xecute", true);
+        check(Method::POST, "/v1/users/usr_1/roles", true);
+        check(Method::POST, "/v1/roles", true);
+        check(Method::POST, "/v1/me/api-keys", true);
+        check(Method::POST, "/v1/me/totp/confirm", true);
+        check(Method::PUT, "/v1/policy/approvals", true);
+        for (method, path) in [
+            (Method::POST, "/v1/payouts/po_1/approve"),
+            (Method::POST, "/v1/payouts/approve"),
+            (Method::POST, "/v1/payouts/po_1/cancel"),
+            (Method::POST, "/v1/payouts"),
+            (Method::GET, "/v1/payouts/po_1"),
+            (Method::GET, "/v1/payouts/authorize"),
+            (Method::DELETE, "/v1/users/usr_1/roles/approver"),
+            (Method::DELETE, "/v1/me/api-keys/key_1"),
+            (Method::GET, "/v1/policy/approvals"),
+            (Method::POST, "/v1/users"),
+            (Method::POST, "/v1/invites/redeem"),
+            (Method::POST, "/v1/payouts/po_1/authorize/x"),
+            (Method::POST, "/v1/payouts/po_1/%zzuthorize"),
+        ] {
+            check(method, path, false);
+        }
+    }
+
+    #[test]
+    fn percent_escapes_are_decoded_in_segments() {
+        for (segment, expected) in [
+            ("plain", "plain"),
+            ("%61b", "ab"),
+            ("%41%42", "AB"),
+            ("100%", "100%"),
+            ("%4", "%4"),
+            ("%zz", "%zz"),
+            ("a%2Fb", "a/b"),
+        ] {
+            assert_eq!(decoded_segment(segment), expected, "{segment}");
+        }
+    }
+
+    #[test]
+    fn redemption_records_are_named_by_invite_and_key() {
+        let tenant: TenantId = "acme".parse().expect("tenant");
+        let a = IdempotencyScope::of_redemption(tenant.clone(), "inv_a.secret", "k");
+        assert!(a.id.starts_with("redeem:"));
+        assert!(!a.id.contains("secret") && !a.id.contains("inv_a"));
+        assert_eq!(a.replay_seconds, Some(REDEEM_REPLAY_SECONDS));
+        for (invite, key) in [
+            ("inv_a.secret", "k2"),
+            ("inv_a.other", "k"),
+            ("inv_b.secret", "k"),
+        ] {
+            let b = IdempotencyScope::of_redemption(tenant.clone(), invite, key);
+            assert_ne!(a.id, b.id, "{invite} {key}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Rate limits: per API key and per client IP, tighter on invite redemption and on the
-//! endpoints that check TOTP codes (GCRA, from `governor`).
+//! Rate limits: per API key and per client IP, tighter on the endpoints that check
+//! secrets a person types: per client IP on invite redemption and TOTP confirmation, per
+//! API key on the requests that carry a TOTP code (GCRA, from `governor`).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -14,7 +15,8 @@ pub struct LimitConfig {
     pub per_key: u32,
     /// Per client IP, per second.
     pub per_ip: u32,
-    /// Per client IP, per minute, on invite redemption and TOTP confirmation.
+    /// Per minute: per client IP on invite redemption and TOTP confirmation, and per API
+    /// key on a person's requests that carry a TOTP code.
     pub sensitive_per_minute: u32,
 }
 
@@ -33,6 +35,7 @@ pub struct Limits {
     per_key: DefaultKeyedRateLimiter<String>,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     sensitive: DefaultKeyedRateLimiter<IpAddr>,
+    sensitive_per_key: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
 }
 
@@ -53,6 +56,9 @@ impl Limits {
             per_key: RateLimiter::keyed(Quota::per_second(nonzero(config.per_key))),
             per_ip: RateLimiter::keyed(Quota::per_second(nonzero(config.per_ip))),
             sensitive: RateLimiter::keyed(Quota::per_minute(nonzero(config.sensitive_per_minute))),
+            sensitive_per_key: RateLimiter::keyed(Quota::per_minute(nonzero(
+                config.sensitive_per_minute,
+            ))),
             clock: DefaultClock::default(),
         }
     }
@@ -73,6 +79,14 @@ impl Limits {
     /// `Err(seconds)` when the key is over its limit.
     pub fn check_key(&self, key_id: &str) -> Result<(), u64> {
         self.per_key
+            .check_key(&key_id.to_owned())
+            .map_err(|n| self.wait(n))
+    }
+
+    /// `Err(seconds)` when the key is over its limit of requests that carry a TOTP code
+    /// (counted besides [`Limits::check_key`]).
+    pub fn check_key_sensitive(&self, key_id: &str) -> Result<(), u64> {
+        self.sensitive_per_key
             .check_key(&key_id.to_owned())
             .map_err(|n| self.wait(n))
     }
@@ -100,6 +114,30 @@ mod tests {
         assert!(
             limits.check_ip(ip, false).is_ok(),
             "ordinary endpoints unaffected"
+        );
+    }
+
+    #[test]
+    fn requests_with_a_code_are_limited_per_key() {
+        let limits = Limits::new(LimitConfig {
+            per_key: 1000,
+            per_ip: 1000,
+            sensitive_per_minute: 2,
+        });
+        for _ in 0..2 {
+            assert!(limits.check_key_sensitive("key_a").is_ok());
+        }
+        let wait = limits.check_key_sensitive("key_a").expect_err("limited");
+        assert!(wait >= 1);
+        assert!(limits.check_key_sensitive("key_b").is_ok(), "per key");
+        assert!(
+            limits.check_key("key_a").is_ok(),
+            "the key's other requests are unaffected"
+        );
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        assert!(
+            limits.check_ip(ip, true).is_ok(),
+            "apart from the per-IP limit"
         );
     }
 }

@@ -45,7 +45,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     (
         "post",
         "/v1/invites/redeem",
-        "Redeem an invite: API key and TOTP enrolment",
+        "Redeem an invite: API key and TOTP enrolment (an Idempotency-Key replays the answer for an hour)",
     ),
     (
         "post",
@@ -752,34 +752,73 @@ async fn issue_key(
     Ok(format!("{key_id}.{secret}"))
 }
 
+/// An invite whose secret was presented, as stored (it may be spent or expired).
+pub(crate) struct PresentedInvite {
+    /// The invite's tenant.
+    pub tenant: TenantId,
+    /// The invite id.
+    pub id: String,
+    /// The record's version.
+    pub version: i64,
+    /// The record.
+    pub record: InviteRecord,
+}
+
+/// The invite that `token` (`<invite_id>.<secret>`) names, when its secret matches;
+/// `None` for anything else (no telling an unknown invite from a wrong secret).
+pub(crate) async fn presented_invite(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<PresentedInvite>, ApiError> {
+    let Some((invite_id, secret)) = token.split_once('.') else {
+        return Ok(None);
+    };
+    if !invite_id.starts_with("inv_") || invite_id.len() > 64 {
+        return Ok(None);
+    }
+    let Some(tenant) = state.store.credential_tenant(invite_id).await? else {
+        return Ok(None);
+    };
+    let Some((version, record)) = state
+        .get::<InviteRecord>(&tenant, kind::INVITE, invite_id)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let presented = util::sha256_hex(secret.as_bytes());
+    if !util::constant_time_eq(presented.as_bytes(), record.secret_sha256.as_bytes()) {
+        return Ok(None);
+    }
+    Ok(Some(PresentedInvite {
+        tenant,
+        id: invite_id.to_owned(),
+        version,
+        record,
+    }))
+}
+
+/// Redeems an invite, once. Its answer shows the API key and TOTP secret once: with an
+/// `Idempotency-Key`, the middleware keeps it sealed for a retry (`crate::http`, the
+/// record scoped to the invite).
 async fn redeem(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
     Body(body): Body<RedeemBody>,
 ) -> Result<Response, ApiError> {
-    let (invite_id, secret) = body.invite.split_once('.').ok_or(ApiError::Unauthorized)?;
-    if !invite_id.starts_with("inv_") || invite_id.len() > 64 {
-        return Err(ApiError::Unauthorized);
-    }
-    let tenant = state
-        .store
-        .credential_tenant(invite_id)
+    let PresentedInvite {
+        tenant,
+        id: invite_id,
+        version,
+        record: mut invite,
+    } = presented_invite(&state, &body.invite)
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    let (version, mut invite) = state
-        .get::<InviteRecord>(&tenant, kind::INVITE, invite_id)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
-    let presented = util::sha256_hex(secret.as_bytes());
-    if invite.redeemed
-        || invite.expires_at <= util::now()
-        || !util::constant_time_eq(presented.as_bytes(), invite.secret_sha256.as_bytes())
-    {
+    if invite.redeemed || invite.expires_at <= util::now() {
         return Err(ApiError::Unauthorized);
     }
     invite.redeemed = true;
     if !state
-        .update(&tenant, kind::INVITE, invite_id, version, &invite)
+        .update(&tenant, kind::INVITE, &invite_id, version, &invite)
         .await?
     {
         return Err(ApiError::Unauthorized);
@@ -823,12 +862,12 @@ async fn redeem(
     }
     let (totp_secret, totp_uri) = crate::totp::enrolment(&secret, tenant.as_str(), user.as_str())
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(created(json!({
+    Ok(secret_answer(created(json!({
         "user": user,
         "api_key": api_key,
         "totp_secret": totp_secret,
         "totp_uri": totp_uri,
-    })))
+    }))))
 }
 
 #[derive(Deserialize)]

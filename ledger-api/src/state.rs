@@ -59,7 +59,8 @@ pub mod kind {
     pub const INVITE: &str = "invite";
     /// TOTP enrolments, by user.
     pub const TOTP: &str = "totp";
-    /// Idempotency answers, by `principal:key`.
+    /// Idempotency answers, by `principal:key`, or for an invite redemption (no caller
+    /// yet) by `redeem:<SHA-256 of the invite and the key>`.
     pub const IDEMPOTENCY: &str = "idem";
     /// HMAC nonces, by `key_id:nonce`.
     pub const NONCE: &str = "nonce";
