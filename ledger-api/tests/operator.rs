@@ -4,11 +4,19 @@
 //! database without ever forking its chain.
 
 mod process;
+mod stack;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use ledger_core::crypto::KeySet;
+use ledger_core::verify::verify_export;
 use process::{start, MASTER_KEY};
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use stack::{export, kinds, org, psql, Backend, Stack, User};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ledger-api");
 
@@ -36,7 +44,7 @@ type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 fn bad_settings_stop_start_up_naming_the_setting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("path");
-    let cases: [Case; 5] = [
+    let cases: [Case; 8] = [
         (
             &["--data-dir", data, "serve", "--listen", "localhost:http"],
             &[],
@@ -61,6 +69,27 @@ fn bad_settings_stop_start_up_naming_the_setting() {
             &["--data-dir", data, "serve", "--wal-reset-frames", "0"],
             &[],
             "--wal-reset-frames",
+        ),
+        (
+            &["--data-dir", data, "serve", "--rate-per-key", "0"],
+            &[],
+            "--rate-per-key",
+        ),
+        (
+            &["--data-dir", data, "serve"],
+            &[("LEDGER_RATE_PER_IP", "0")],
+            "--rate-per-ip",
+        ),
+        (
+            &[
+                "--data-dir",
+                data,
+                "serve",
+                "--rate-sensitive-per-minute",
+                "0",
+            ],
+            &[],
+            "--rate-sensitive-per-minute",
         ),
     ];
     for (args, envs, names) in cases {
@@ -160,127 +189,499 @@ fn first_run_creates_private_keys_and_rotation_keeps_the_old_key_listed() {
     assert!(stderr(&bad).contains("--purpose"), "{}", stderr(&bad));
 }
 
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// Two processes, one PostgreSQL database, one tenant, concurrent writes through both:
-/// every acknowledged command is in one contiguous chain that verifies.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_on_one_postgres_database_never_fork_a_chain() {
-    use sqlx::Connection;
-    let admin_url = database_url();
-    let name = format!("ledger_two_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("connect");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("drop");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create");
-    let url = match admin_url.rfind('/') {
-        Some(i) => format!("{}/{name}", &admin_url[..i]),
-        None => panic!("DATABASE_URL without a database"),
-    };
-    let keys = tempfile::tempdir().expect("tempdir");
-    let keys_dir = keys.path().to_str().expect("path");
-    let storage = ["--database-url", url.as_str(), "--keys-dir", keys_dir];
-    let env = [("LEDGER_MASTER_KEY", MASTER_KEY)];
-    for step in [&["migrate"][..], &["keys", "generate"][..]] {
-        let args: Vec<&str> = storage.iter().chain(step).copied().collect();
-        let output = run(&args, &env);
-        assert!(output.status.success(), "{step:?}: {}", stderr(&output));
+/// An auditor's export of its tenant, read from the server at `base`, with the keys that
+/// server publishes.
+async fn export_from(stack: &Stack, base: &str, auditor: &User) -> (String, KeySet) {
+    let (status, keys, _) = stack
+        .call_on(
+            base,
+            reqwest::Method::GET,
+            Some(&auditor.key),
+            "/v1/ledger/keys",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{keys}");
+    let mut set = KeySet::new();
+    for record in keys["keys"].as_array().expect("keys") {
+        set.insert(serde_json::from_value(record.clone()).expect("key record"))
+            .expect("insert");
     }
-    let args: Vec<&str> = storage
-        .iter()
-        .copied()
-        .chain([
-            "tenant", "create", "acme", "--name", "Acme", "--admin", "Alice",
-        ])
-        .collect();
-    let created = run(&args, &env);
-    assert!(created.status.success(), "{}", stderr(&created));
-    let invite = serde_json::from_slice::<serde_json::Value>(&created.stdout).expect("json")
-        ["invite"]
-        .as_str()
-        .expect("invite")
-        .to_owned();
-
-    let first = start(&storage).await;
-    let second = start(&storage).await;
-    let client = reqwest::Client::new();
-    let redeemed: serde_json::Value = client
-        .post(format!("{}/v1/invites/redeem", first.base))
-        .json(&serde_json::json!({ "invite": invite }))
+    let response = stack
+        .client
+        .get(format!("{base}/v1/audit/export"))
+        .bearer_auth(&auditor.key)
         .send()
         .await
-        .expect("redeem")
-        .json()
-        .await
-        .expect("json");
-    let key = redeemed["api_key"].as_str().expect("api_key").to_owned();
+        .expect("export");
+    assert_eq!(response.status(), StatusCode::OK);
+    (response.text().await.expect("text"), set)
+}
 
-    // The admin adds users through both processes at once: each answer is a commit.
+/// The event lines of an export.
+fn event_lines(export: &str) -> Vec<Value> {
+    export
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["type"] == "event")
+        .collect()
+}
+
+/// A tenant's admin (TOTP confirmed) and an auditor.
+async fn admin_and_auditor(stack: &Stack, slug: &str) -> (User, User) {
+    let mut admin = stack.redeem(&stack.tenant(slug), true).await;
+    let auditor = stack.invite_user(&admin, "aud", true).await;
+    let code = admin.code();
+    let (status, body) = stack
+        .post(
+            &admin,
+            &format!("/v1/users/{}/roles", auditor.id),
+            json!({"role": "auditor", "otp": code}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (admin, auditor)
+}
+
+/// Two processes, one PostgreSQL database, two tenants, concurrent writes through both:
+/// every acknowledged command is in one contiguous chain per tenant, and each tenant's
+/// export (read through either process) verifies intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_database_never_fork_a_chain() {
+    let mut stack = Stack::new(Backend::Postgres).await;
+    let first = stack.base.clone();
+    let second = stack.start_another().await;
+    let tenants = ["acme", "beta"];
+    let mut people = Vec::new();
+    for slug in tenants {
+        people.push(admin_and_auditor(&stack, slug).await);
+    }
+
+    // Each admin adds users through both processes at once: each answer is a commit.
     let mut tasks = Vec::new();
-    for n in 0..40 {
-        let base = if n % 2 == 0 {
-            first.base.clone()
-        } else {
-            second.base.clone()
-        };
-        let client = client.clone();
-        let key = key.clone();
-        tasks.push(tokio::spawn(async move {
-            let response = client
-                .post(format!("{base}/v1/users"))
-                .bearer_auth(&key)
-                .json(&serde_json::json!({ "name": format!("user {n}") }))
-                .send()
-                .await
-                .expect("send");
-            assert_eq!(
-                response.status(),
-                201,
-                "{}",
-                response.text().await.unwrap_or_default()
-            );
-            let body: serde_json::Value = response.json().await.expect("json");
-            body["user"].as_str().expect("user").to_owned()
-        }));
+    for (tenant, (admin, _)) in people.iter().enumerate() {
+        for n in 0..40 {
+            let base = if n % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let (client, key) = (stack.client.clone(), admin.key.clone());
+            tasks.push(tokio::spawn(async move {
+                let response = client
+                    .post(format!("{base}/v1/users"))
+                    .bearer_auth(&key)
+                    .json(&json!({ "name": format!("user {n}") }))
+                    .send()
+                    .await
+                    .expect("send");
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                assert_eq!(status, StatusCode::CREATED, "{text}");
+                let body: Value = serde_json::from_str(&text).expect("json");
+                (tenant, body["user"].as_str().expect("user").to_owned())
+            }));
+        }
     }
-    let mut users = Vec::new();
+    let mut users = vec![Vec::new(); tenants.len()];
     for task in tasks {
-        users.push(task.await.expect("task"));
+        let (tenant, user) = task.await.expect("task");
+        users[tenant].push(user);
     }
 
-    // The chain as stored: contiguous, every acknowledged user in it once, and intact.
+    let url = stack.storage[1].clone();
     let store = ledger_store::Store::connect(&url).await.expect("store");
-    let tenant: ledger_core::ids::TenantId = "acme".parse().expect("tenant");
-    let events = store.load(&tenant, 0, 10_000).await.expect("load");
-    for (index, (event, _)) in events.iter().enumerate() {
-        assert_eq!(event.seq, index as u64 + 1, "contiguous");
-    }
-    for user in &users {
-        let added = events
-            .iter()
-            .filter(|(e, _)| {
-                matches!(&e.body, ledger_core::event::EventBody::UserAdded(d) if d.user.as_str() == user)
-            })
-            .count();
-        assert_eq!(added, 1, "{user} added once");
+    for ((slug, (_, auditor)), users) in tenants.iter().zip(&people).zip(&users) {
+        // The chain as stored: contiguous, every acknowledged user in it once.
+        let tenant: ledger_core::ids::TenantId = slug.parse().expect("tenant");
+        let events = store.load(&tenant, 0, 10_000).await.expect("load");
+        for (index, (event, _)) in events.iter().enumerate() {
+            assert_eq!(event.seq, index as u64 + 1, "{slug}: contiguous");
+        }
+        for user in users {
+            let added = events
+                .iter()
+                .filter(|(e, _)| {
+                    matches!(&e.body, ledger_core::event::EventBody::UserAdded(d) if d.user.as_str() == user)
+                })
+                .count();
+            assert_eq!(added, 1, "{slug}: {user} added once");
+        }
+        // And intact: the auditor's export verifies, read through either process, and
+        // both processes export the same chain.
+        let mut chains = Vec::new();
+        for base in [&first, &second] {
+            let (text, keys) = export_from(&stack, base, auditor).await;
+            let report = verify_export(&text, Some(keys)).expect("usable");
+            assert!(report.is_intact(), "{slug} via {base}: {report:?}");
+            assert_eq!(report.summary.events, events.len() as u64, "{slug}");
+            chains.push(event_lines(&text));
+        }
+        assert_eq!(chains[0], chains[1], "{slug}: the two processes disagree");
     }
     store.close().await;
-    drop(first);
-    drop(second);
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("drop");
+}
+
+/// `serve` on a fresh data dir (no master key in the environment) creates the master key
+/// and both signing keys readable by the owner only, in directories others cannot read.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_fresh_data_dir_creates_private_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data_text = data.to_str().expect("path");
+    let listen = format!("127.0.0.1:{}", process::free_port());
+    let child = Command::new(BIN)
+        .args(["--data-dir", data_text, "serve", "--listen", &listen])
+        .env_remove("LEDGER_DATABASE_URL")
+        .env_remove("LEDGER_KEYS_DIR")
+        .env_remove("LEDGER_MASTER_KEY")
+        .env_remove("LEDGER_MASTER_KEY_FILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let server = process::Server {
+        child,
+        base: format!("http://{listen}"),
+    };
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await {
+            assert_eq!(response.status(), StatusCode::OK, "a fresh store is ready");
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "serve did not start on a fresh data dir");
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+    };
+    let list: Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("keys/keys.json")).expect("keys.json"),
+    )
+    .expect("json");
+    let ids: Vec<&str> = list["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["key_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["ckpt-1", "2fa-1"], "serve generated both keys");
+    for file in [
+        "master.key",
+        "keys/keys.json",
+        "keys/ckpt-1.seed",
+        "keys/2fa-1.seed",
+    ] {
+        let mode = mode(&data.join(file));
+        assert_eq!(mode & 0o777, 0o600, "{file}: {mode:o}");
+    }
+    assert_eq!(mode(&data) & 0o077, 0, "the data dir: {:o}", mode(&data));
+    // The directory `serve` made for the keys (keys.rs `add_key`) must not be open to
+    // others either.
+    let keys_dir = mode(&data.join("keys"));
+    assert_eq!(
+        keys_dir & 0o007,
+        0,
+        "the keys directory serve created is open to others: {keys_dir:o}"
+    );
+    drop(server);
+}
+
+/// Rotating the checkpoint key: the old key stays published, checkpoints after the
+/// restart are signed with the new key, and an export holding checkpoints under both
+/// verifies.
+async fn checkpoint_key_rotation_keeps_old_checkpoints_verifiable(backend: Backend) {
+    let mut stack = Stack::new(backend).await;
+    let org = org(&stack, "acme").await;
+    let auditor = org.people["aud"].clone();
+    let eve = org.people["eve"].clone();
+    let (status, before) = stack.post(&auditor, "/v1/checkpoints", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{before}");
+    assert_eq!(before["key_id"], "ckpt-1", "{before}");
+
+    let rotated = stack.cli(&["keys", "rotate", "--purpose", "checkpoint"]);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert_eq!(String::from_utf8_lossy(&rotated.stdout).trim(), "ckpt-2");
+    // The keys are loaded at start-up: the rotation takes effect on restart.
+    stack.stop();
+    stack.start().await;
+
+    let (status, body) = stack
+        .post(
+            &eve,
+            &format!("/v1/accounts/{}/deposits", org.account),
+            json!({"amount": "5.00", "reference": "after rotation"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, after) = stack.post(&auditor, "/v1/checkpoints", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{after}");
+    assert_eq!(after["key_id"], "ckpt-2", "{after}");
+    assert!(
+        after["seq"].as_u64() > before["seq"].as_u64(),
+        "{before} {after}"
+    );
+    let (status, latest) = stack.get(&auditor, "/v1/checkpoints/latest").await;
+    assert_eq!(status, StatusCode::OK, "{latest}");
+    assert_eq!(latest, after);
+
+    // Both checkpoint keys are listed, the old one retired, the new one in force.
+    let (status, keys) = stack.get(&auditor, "/v1/ledger/keys").await;
+    assert_eq!(status, StatusCode::OK, "{keys}");
+    let record = |id: &str| {
+        keys["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .find(|k| k["key_id"] == id)
+            .unwrap_or_else(|| panic!("{id} is not listed: {keys}"))
+            .clone()
+    };
+    let (old, new) = (record("ckpt-1"), record("ckpt-2"));
+    for key in [&old, &new] {
+        assert_eq!(key["purpose"], "checkpoint", "{key}");
+        assert_eq!(key["algorithm"], "ed25519", "{key}");
+        assert_eq!(key["public_key"].as_str().map(str::len), Some(64), "{key}");
+    }
+    assert_ne!(old["public_key"], new["public_key"]);
+    assert!(
+        old["not_after"].is_string(),
+        "the old key is retired: {old}"
+    );
+    assert!(new["not_after"].is_null(), "the new key is in force: {new}");
+    record("2fa-1");
+
+    // The export holds checkpoints under both keys, and verifies with them pinned.
+    let (text, pinned) = export(&stack, &auditor).await;
+    let signers: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["type"] == "checkpoint")
+        .map(|l| l["checkpoint"]["key_id"].clone())
+        .collect();
+    assert!(signers.contains(&json!("ckpt-1")), "{signers:?}");
+    assert!(signers.contains(&json!("ckpt-2")), "{signers:?}");
+    let report = verify_export(&text, Some(pinned)).expect("usable");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.summary.checkpoints_verified, signers.len() as u64);
+    for id in ["ckpt-1", "ckpt-2"] {
+        assert!(
+            report.summary.keys_used.iter().any(|k| k.to_string() == id),
+            "{id} not used: {:?}",
+            report.summary.keys_used
+        );
+    }
+}
+
+/// `/readyz` answers 200 while the store answers.
+async fn readyz_answers_200_while_the_store_is_up(backend: Backend) {
+    let stack = Stack::new(backend).await;
+    let (status, headers, body) = stack
+        .send(reqwest::Method::GET, None, "/readyz", None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(headers.get("retry-after").is_none());
+}
+
+on_both_backends!(
+    checkpoint_key_rotation_keeps_old_checkpoints_verifiable,
+    readyz_answers_200_while_the_store_is_up,
+);
+
+/// Cuts the server off its PostgreSQL database: no new connection is allowed, and the
+/// ones it holds are terminated.
+fn cut_off(admin: &str, name: &str) {
+    psql(
+        admin,
+        &format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false"),
+    );
+    psql(
+        admin,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ),
+    );
+}
+
+fn reconnect(admin: &str, name: &str) {
+    psql(
+        admin,
+        &format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"),
+    );
+}
+
+/// Asserts a 503 store-unavailable problem with Retry-After.
+fn assert_unavailable(what: &str, status: StatusCode, headers: &HeaderMap, body: &Value) {
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{what} while the store is down: {body}"
+    );
+    let retry_after: u64 = headers
+        .get("retry-after")
+        .unwrap_or_else(|| panic!("{what}: 503 without Retry-After"))
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(retry_after >= 1, "{what}: Retry-After {retry_after}");
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "{what}"
+    );
+    assert_eq!(body["status"], 503, "{what}: {body}");
+    assert!(body["code"].is_string(), "{what}: {body}");
+}
+
+/// PostgreSQL unreachable for the running server: `/readyz` and a deposit answer 503
+/// with Retry-After (never a 500); once it is back, the same deposit with the same
+/// Idempotency-Key commits, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_postgres_answers_503_and_the_retry_commits_once() {
+    let stack = Stack::new(Backend::Postgres).await;
+    let org = org(&stack, "acme").await;
+    let (admin, name) = stack.pg.clone().expect("postgres");
+    let eve = org.people["eve"].clone();
+    let path = format!("/v1/accounts/{}/deposits", org.account);
+    let deposit = json!({"amount": "7.00", "reference": "during the outage"});
+    let idempotency = [("idempotency-key", "outage-deposit")];
+    let (status, _, body) = stack
+        .send(reqwest::Method::GET, None, "/readyz", None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    cut_off(&admin, &name);
+    let (status, headers, body) = stack
+        .send(reqwest::Method::GET, None, "/readyz", None, &[])
+        .await;
+    assert_unavailable("/readyz", status, &headers, &body);
+    let (status, headers, body) = stack
+        .send(
+            reqwest::Method::POST,
+            Some(&eve.key),
+            &path,
+            Some(deposit.clone()),
+            &idempotency,
+        )
+        .await;
+    assert_unavailable("a deposit", status, &headers, &body);
+    // Without an Idempotency-Key the deposit reaches the writer, whose commit fails.
+    let unkeyed = json!({"amount": "3.00", "reference": "unkeyed during the outage"});
+    let (status, headers, body) = stack
+        .send(
+            reqwest::Method::POST,
+            Some(&eve.key),
+            &path,
+            Some(unkeyed),
+            &[],
+        )
+        .await;
+    assert_unavailable("a deposit without a key", status, &headers, &body);
+    let (status, headers, body) = stack
+        .send(
+            reqwest::Method::GET,
+            Some(&eve.key),
+            &format!("/v1/accounts/{}", org.account),
+            None,
+            &[],
+        )
+        .await;
+    assert_unavailable("a read", status, &headers, &body);
+    // Once the API key's cached record is stale, its lookup fails too: still 503 (the
+    // store is down), not 401 (the key is good).
+    tokio::time::sleep(ledger_api::credentials::API_KEY_CACHE_TTL + Duration::from_millis(200))
+        .await;
+    let (status, headers, body) = stack
+        .send(
+            reqwest::Method::POST,
+            Some(&eve.key),
+            &path,
+            Some(deposit.clone()),
+            &idempotency,
+        )
+        .await;
+    assert_unavailable("the retried deposit", status, &headers, &body);
+    reconnect(&admin, &name);
+
+    // Back: the same request, same key, until answered (a key left "in progress" by
+    // the outage is taken over after a while): one commit.
+    let mut answer = None;
+    for _ in 0..300 {
+        let (status, headers, body) = stack
+            .send(
+                reqwest::Method::POST,
+                Some(&eve.key),
+                &path,
+                Some(deposit.clone()),
+                &idempotency,
+            )
+            .await;
+        assert_ne!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a 500 after the store came back: {body}"
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE || body["code"] == "idempotency_in_progress" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        answer = Some((status, headers, body));
+        break;
+    }
+    let (status, _, body) = answer.expect("the deposit never went through after the outage");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, headers, replay) = stack
+        .send(
+            reqwest::Method::POST,
+            Some(&eve.key),
+            &path,
+            Some(deposit.clone()),
+            &idempotency,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{replay}");
+    assert_eq!(
+        headers.get("idempotent-replayed").map(|v| v.as_bytes()),
+        Some(&b"true"[..]),
+        "the second answer is a replay"
+    );
+    assert_eq!(replay, body);
+    let (status, _, ready) = stack
+        .send(reqwest::Method::GET, None, "/readyz", None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+
+    let (text, keys) = export(&stack, &org.people["aud"]).await;
+    assert!(verify_export(&text, Some(keys))
+        .expect("usable")
+        .is_intact());
+    let deposits = kinds(&text, "funds.deposited");
+    let outage: Vec<&Value> = deposits
+        .iter()
+        .filter(|e| e["data"]["reference"] == "during the outage")
+        .collect();
+    assert_eq!(outage.len(), 1, "committed exactly once: {outage:?}");
+    assert!(
+        kinds(&text, "funds.deposited")
+            .iter()
+            .all(|e| e["data"]["reference"] != "unkeyed during the outage"),
+        "a deposit answered 503 while the database refused connections was committed"
+    );
+    assert!(
+        !stack.log_text().contains("\"status\":500"),
+        "a 500 in the log"
+    );
 }
 
 /// Rate limits with the defaults: invite redemption is limited per client IP (20 a

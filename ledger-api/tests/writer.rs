@@ -1,6 +1,8 @@
 //! The per-tenant writer against a real store: group commit answers every caller after
 //! the commit, denied commands are recorded, a lost race with another writer reloads and
-//! retries, and checkpoints are written every 1000 events.
+//! retries, and checkpoints are written every 1000 events. (The other half of the rule,
+//! 60 s of activity, is the constant `CHECKPOINT_EVERY`: its tests are the unit tests of
+//! src/writer.rs, which can set a writer's last checkpoint back in time.)
 
 use std::sync::Arc;
 

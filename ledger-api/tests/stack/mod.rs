@@ -214,6 +214,32 @@ impl Stack {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The access log so far: the `fields` of every `request` line, in order.
+    pub fn request_lines(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["fields"]["message"] == "request")
+            .map(|l| l["fields"].clone())
+            .collect()
+    }
+
+    /// The `fields` of the access-log line of the request whose id is `request_id`
+    /// (the `X-Request-Id` of its answer); it must be the only one.
+    pub fn request_line(&self, request_id: &str) -> Value {
+        let lines: Vec<Value> = self
+            .request_lines()
+            .into_iter()
+            .filter(|l| l["request_id"] == request_id)
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "access-log lines for request {request_id}: {lines:?}"
+        );
+        lines.into_iter().next().expect("one line")
+    }
 }
 
 impl Drop for Stack {
@@ -258,20 +284,23 @@ pub struct User {
 }
 
 impl User {
-    /// A code for a step the server has not seen for this user, within ±1 step.
+    /// A code for a step the server has not seen for this user: the current step or the
+    /// next, never the previous one, which a step boundary passing while the request is
+    /// in flight would take out of the server's ±1 window. Waits for the next step when
+    /// both are used.
     pub fn code(&mut self) -> String {
         loop {
-            let now = std::time::SystemTime::now()
+            let seconds = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .expect("clock")
-                .as_secs()
-                / 30;
-            let step = (self.last_step + 1).max(now - 1);
+                .as_secs();
+            let now = seconds / 30;
+            let step = (self.last_step + 1).max(now);
             if step <= now + 1 {
                 self.last_step = step;
                 return ledger_api::totp::code_at_step(&self.secret, step).expect("code");
             }
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(Duration::from_secs(30 - seconds % 30));
         }
     }
 
@@ -367,6 +396,12 @@ impl Stack {
     }
 
     pub async fn redeem(&self, invite: &str, confirm: bool) -> User {
+        self.enrol(invite, confirm).await.0
+    }
+
+    /// Redeems an invite and, if `confirm`, confirms the TOTP enrolment: the person and
+    /// the code they confirmed with (a secret the log must never show).
+    pub async fn enrol(&self, invite: &str, confirm: bool) -> (User, Option<String>) {
         let (status, body) = self
             .call(
                 reqwest::Method::POST,
@@ -387,25 +422,38 @@ impl Stack {
             secret_b32,
             last_step: 0,
         };
-        if confirm {
-            let code = user.code();
-            let (status, body) = self
-                .post(
-                    &user.clone(),
-                    "/v1/me/totp/confirm",
-                    json!({ "code": code }),
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
+        if !confirm {
+            return (user, None);
         }
-        user
+        let code = user.code();
+        let (status, body) = self
+            .post(
+                &user.clone(),
+                "/v1/me/totp/confirm",
+                json!({ "code": code }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (user, Some(code))
     }
 
     pub async fn invite_user(&self, admin: &User, name: &str, confirm: bool) -> User {
+        self.invite_user_with_secrets(admin, name, confirm).await.0
+    }
+
+    /// [`Stack::invite_user`], with the secrets it saw on the way: the invite and, if
+    /// `confirm`, the code the person confirmed their enrolment with.
+    pub async fn invite_user_with_secrets(
+        &self,
+        admin: &User,
+        name: &str,
+        confirm: bool,
+    ) -> (User, Vec<String>) {
         let (status, body) = self.post(admin, "/v1/users", json!({ "name": name })).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        self.redeem(body["invite"].as_str().expect("invite"), confirm)
-            .await
+        let invite = body["invite"].as_str().expect("invite").to_owned();
+        let (user, code) = self.enrol(&invite, confirm).await;
+        (user, std::iter::once(invite).chain(code).collect())
     }
 }
 
@@ -511,6 +559,8 @@ pub struct Org {
     pub people: std::collections::BTreeMap<&'static str, User>,
     pub account: String,
     pub payee: String,
+    /// Every secret the tests handled for this tenant (invites, API keys, TOTP secrets,
+    /// the codes used to confirm enrolments and to act): none may reach the log.
     pub secrets: Vec<String>,
 }
 
@@ -534,11 +584,13 @@ pub const IBAN: &str = "DE89370400440532013000";
 
 pub async fn org(stack: &Stack, slug: &str) -> Org {
     let invite = stack.tenant(slug);
-    let mut admin = stack.redeem(&invite, true).await;
+    let (mut admin, confirmed_with) = stack.enrol(&invite, true).await;
     let mut secrets = vec![invite, admin.key.clone(), admin.secret_b32.clone()];
+    secrets.extend(confirmed_with);
     let mut people = std::collections::BTreeMap::new();
     for (name, _) in CAST {
-        let user = stack.invite_user(&admin, name, true).await;
+        let (user, seen) = stack.invite_user_with_secrets(&admin, name, true).await;
+        secrets.extend(seen);
         secrets.extend([user.key.clone(), user.secret_b32.clone()]);
         people.insert(name, user);
     }
