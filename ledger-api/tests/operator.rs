@@ -10,13 +10,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ledger_core::crypto::KeySet;
 use ledger_core::verify::verify_export;
 use process::{start, MASTER_KEY};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use stack::{export, kinds, org, psql, Backend, Stack, User};
+use stack::{export, export_from, kinds, org, psql, Backend, Stack, User};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ledger-api");
 
@@ -187,36 +186,6 @@ fn first_run_creates_private_keys_and_rotation_keeps_the_old_key_listed() {
     );
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("--purpose"), "{}", stderr(&bad));
-}
-
-/// An auditor's export of its tenant, read from the server at `base`, with the keys that
-/// server publishes.
-async fn export_from(stack: &Stack, base: &str, auditor: &User) -> (String, KeySet) {
-    let (status, keys, _) = stack
-        .call_on(
-            base,
-            reqwest::Method::GET,
-            Some(&auditor.key),
-            "/v1/ledger/keys",
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{keys}");
-    let mut set = KeySet::new();
-    for record in keys["keys"].as_array().expect("keys") {
-        set.insert(serde_json::from_value(record.clone()).expect("key record"))
-            .expect("insert");
-    }
-    let response = stack
-        .client
-        .get(format!("{base}/v1/audit/export"))
-        .bearer_auth(&auditor.key)
-        .send()
-        .await
-        .expect("export");
-    assert_eq!(response.status(), StatusCode::OK);
-    (response.text().await.expect("text"), set)
 }
 
 /// The event lines of an export.

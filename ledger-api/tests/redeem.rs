@@ -10,15 +10,10 @@
 mod process;
 mod stack;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use stack::{Backend, Stack};
-
-use crate::process::{free_port, BIN, MASTER_KEY};
 
 const REDEEM: &str = "/v1/invites/redeem";
 
@@ -64,43 +59,6 @@ fn code(totp_secret: &str) -> String {
         .as_secs()
         / 30;
     ledger_api::totp::code_at_step(&secret, step).expect("code")
-}
-
-/// Replaces the stack's server by one on the same storage started with `serve_args`
-/// only (the harness always passes its own `--rate-sensitive-per-minute`).
-async fn restart_with(stack: &mut Stack, serve_args: &[&str]) {
-    stack.stop();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&stack.log)
-        .expect("log");
-    let child = Command::new(BIN)
-        .args(&stack.storage)
-        .args(["serve", "--listen", &listen])
-        .args(serve_args)
-        .env("LEDGER_MASTER_KEY", MASTER_KEY)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::from(log.try_clone().expect("log")))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn");
-    stack.server = Some(child);
-    stack.base = format!("http://{listen}");
-    for _ in 0..200 {
-        if stack
-            .client
-            .get(format!("{}/healthz", stack.base))
-            .send()
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not start: {}", stack.log_text());
 }
 
 fn assert_rate_limited(status: StatusCode, headers: &HeaderMap, body: &Value) {
@@ -376,7 +334,9 @@ async fn requests_with_a_code_are_limited_per_key(backend: Backend) {
     let invite = stack.tenant("acme");
     let admin = stack.redeem(&invite, true).await;
     let bob = stack.invite_user(&admin, "bob", true).await;
-    restart_with(&mut stack, &["--rate-sensitive-per-minute", "3"]).await;
+    stack.stop();
+    stack.serve_args = vec!["--rate-sensitive-per-minute".into(), "3".into()];
+    stack.start().await;
 
     let policy = json!({ "rules": [] });
     for _ in 0..3 {
