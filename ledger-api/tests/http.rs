@@ -73,10 +73,21 @@ async fn lifecycle_export_and_logs(backend: Backend) {
     let (status, _) = stack.post(&auditor, "/v1/checkpoints", json!({})).await;
     assert_eq!(status, StatusCode::CREATED);
     let (text, keys) = export(&stack, &auditor).await;
-    let report = verify_export(&text, Some(keys)).expect("usable");
+    let report = verify_export(&text, Some(keys.clone())).expect("usable");
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.summary.checkpoints_verified, 1);
     assert_eq!(report.summary.money_movements_without_two_factor, 0);
+    // And through what `ledger-audit verify FILE --keys` runs: the file read in chunks,
+    // parsed and signature-checked in parallel, the same verdict.
+    let file = stack.dir.path().join("acme.jsonl");
+    std::fs::write(&file, &text).expect("write the export");
+    let options = ledger_audit::Options {
+        pinned: Some(keys),
+        ..ledger_audit::Options::default()
+    };
+    let audited = ledger_audit::verify_file(&file, options).expect("usable");
+    assert!(audited.is_intact(), "{audited:?}");
+    assert_eq!(audited.summary, report.summary);
     let batch_proofs = kinds(&text, "payout.authorized");
     assert_eq!(batch_proofs.len(), 3);
 
