@@ -17,6 +17,7 @@ pub mod signature;
 pub mod target;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +101,10 @@ pub struct WebhookArgs {
     /// `*.example.com` for subdomains).
     #[arg(long, env = "LEDGER_WEBHOOK_ALLOW_HOSTS", value_delimiter = ',')]
     pub webhook_allow_hosts: Vec<String>,
+    /// A PEM file of root certificates deliveries trust besides the public (webpki)
+    /// roots, e.g. an internal receiver's private CA. Verification is never turned off.
+    #[arg(long, env = "LEDGER_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 impl Default for WebhookArgs {
@@ -114,6 +119,7 @@ impl Default for WebhookArgs {
             webhook_concurrency: CONCURRENCY_DEFAULT,
             webhook_allow_cidrs: Vec::new(),
             webhook_allow_hosts: Vec::new(),
+            webhook_ca_file: None,
         }
     }
 }
@@ -137,6 +143,8 @@ pub struct WebhookConfig {
     pub concurrency: usize,
     /// Where deliveries may go.
     pub policy: Arc<TargetPolicy>,
+    /// Root certificates trusted besides the public ones (`--webhook-ca-file`).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for WebhookConfig {
@@ -213,7 +221,14 @@ impl WebhookArgs {
                 setting: "--webhook-allow-cidrs / --webhook-allow-hosts",
                 message,
             })?;
-        Ok(WebhookConfig {
+        let extra_roots = match &self.webhook_ca_file {
+            None => Vec::new(),
+            Some(path) => extra_roots(path).map_err(|message| ConfigError::Invalid {
+                setting: CA_FILE_SETTING,
+                message,
+            })?,
+        };
+        let config = WebhookConfig {
             attempts_max,
             retry_base: Duration::from_millis(retry_base),
             retry_max: Duration::from_millis(retry_max),
@@ -222,8 +237,35 @@ impl WebhookArgs {
             poll: Duration::from_millis(poll),
             concurrency,
             policy: Arc::new(policy),
-        })
+            extra_roots,
+        };
+        if !config.extra_roots.is_empty() {
+            // The client takes each certificate as a trust anchor, or refuses it: now,
+            // not when the worker starts.
+            delivery::client(&config).map_err(|error| ConfigError::Invalid {
+                setting: CA_FILE_SETTING,
+                message: format!("a certificate is not usable as a root: {error}"),
+            })?;
+        }
+        Ok(config)
     }
+}
+
+const CA_FILE_SETTING: &str = "--webhook-ca-file / LEDGER_WEBHOOK_CA_FILE";
+
+/// The certificates of a PEM file (other sections, such as a key, are ignored); at
+/// least one.
+fn extra_roots(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| format!("{}: a certificate's PEM does not parse", path.display()))?;
+    if roots.is_empty() {
+        return Err(format!(
+            "no certificate (-----BEGIN CERTIFICATE-----) in {}",
+            path.display()
+        ));
+    }
+    Ok(roots)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -661,5 +703,51 @@ mod tests {
         assert!(message.contains("--webhook-allow-cidrs"), "{message}");
         let message = bad(|a| a.webhook_concurrency = 0).expect("refused");
         assert!(message.contains("--webhook-concurrency"), "{message}");
+        let message =
+            bad(|a| a.webhook_ca_file = Some("/nonexistent/ca.pem".into())).expect("refused");
+        assert!(message.contains("--webhook-ca-file"), "{message}");
+    }
+
+    #[test]
+    fn a_ca_file_needs_a_usable_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let with = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            WebhookArgs {
+                webhook_ca_file: Some(path),
+                ..WebhookArgs::default()
+            }
+            .validate()
+            .map(|config| config.extra_roots.len())
+            .map_err(|e| e.to_string())
+        };
+        for (name, text) in [
+            ("empty.pem", ""),
+            (
+                "key.pem",
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            ),
+            (
+                "junk.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ),
+            ("broken.pem", "-----BEGIN CERTIFICATE-----\n!!\n"),
+        ] {
+            let message = with(name, text).expect_err(name);
+            assert!(message.contains("--webhook-ca-file"), "{name}: {message}");
+        }
+        let ca = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            params.self_signed(&key).expect("certificate").pem()
+        };
+        assert_eq!(with("one.pem", &ca("one")), Ok(1));
+        let bundle = format!("{}{}", ca("one"), ca("two"));
+        assert_eq!(with("two.pem", &bundle), Ok(2));
     }
 }

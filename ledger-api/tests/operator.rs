@@ -43,7 +43,7 @@ type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 fn bad_settings_stop_start_up_naming_the_setting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("path");
-    let cases: [Case; 8] = [
+    let cases: [Case; 10] = [
         (
             &["--data-dir", data, "serve", "--listen", "localhost:http"],
             &[],
@@ -89,6 +89,22 @@ fn bad_settings_stop_start_up_naming_the_setting() {
             ],
             &[],
             "--rate-sensitive-per-minute",
+        ),
+        (
+            &["--data-dir", data, "serve"],
+            &[("LEDGER_WEBHOOK_CA_FILE", "/nonexistent/ca.pem")],
+            "LEDGER_WEBHOOK_CA_FILE",
+        ),
+        (
+            &[
+                "--data-dir",
+                data,
+                "serve",
+                "--webhook-ca-file",
+                "/dev/null",
+            ],
+            &[],
+            "--webhook-ca-file",
         ),
     ];
     for (args, envs, names) in cases {

@@ -8,6 +8,7 @@ mod process;
 mod stack;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use hmac::Mac;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use stack::{Backend, Stack};
+use tokio_rustls::rustls;
 
 /// The worker's settings for tests: receivers on 127.0.0.1 allowed, fast retries.
 const FAST: &[&str] = &[
@@ -161,6 +163,145 @@ impl Receiver {
             .into_iter()
             .filter(|h| (200..300).contains(&h.answered))
             .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A receiver over HTTPS, under a private CA
+// ---------------------------------------------------------------------------------------
+
+/// A private CA, as an internal receiver's operator has one.
+struct PrivateCa {
+    certificate: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl PrivateCa {
+    fn new(name: &str) -> PrivateCa {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let certificate = params.self_signed(&key).expect("CA certificate");
+        PrivateCa { certificate, key }
+    }
+
+    /// The CA's certificate, what `--webhook-ca-file` names.
+    fn pem(&self) -> String {
+        self.certificate.pem()
+    }
+
+    /// The TLS settings of a server whose certificate this CA signed for 127.0.0.1 and
+    /// localhost.
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let certificate = params
+            .signed_by(&key, &self.certificate, &self.key)
+            .expect("server certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![certificate.der().clone()],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .expect("server TLS settings");
+        Arc::new(config)
+    }
+}
+
+/// What an HTTPS receiver's TLS layer saw.
+#[derive(Debug, Default)]
+struct Handshakes {
+    completed: AtomicUsize,
+    /// The errors of the handshakes that failed (a client's alert, when it refused the
+    /// certificate).
+    failed: Mutex<Vec<String>>,
+}
+
+/// A TCP listener that speaks TLS only; axum serves the receiver behind it.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshakes: Arc<Handshakes>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, address)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let handshake = self.acceptor.accept(tcp);
+            match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                Ok(Ok(tls)) => {
+                    self.handshakes.completed.fetch_add(1, Ordering::SeqCst);
+                    return (tls, address);
+                }
+                Ok(Err(error)) => self
+                    .handshakes
+                    .failed
+                    .lock()
+                    .expect("handshakes")
+                    .push(error.to_string()),
+                Err(_) => self
+                    .handshakes
+                    .failed
+                    .lock()
+                    .expect("handshakes")
+                    .push("handshake timed out".to_owned()),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+impl Receiver {
+    /// A receiver at `https://127.0.0.1:port` with these TLS settings; its handshakes.
+    async fn start_tls(plan: Plan, tls: Arc<rustls::ServerConfig>) -> (Receiver, Arc<Handshakes>) {
+        let inner = Arc::new(Inner {
+            plan: Mutex::new(plan),
+            hits: Mutex::new(Vec::new()),
+        });
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("https://{}", tcp.local_addr().expect("address"));
+        let handshakes = Arc::new(Handshakes::default());
+        let listener = TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+            handshakes: Arc::clone(&handshakes),
+        };
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(Arc::clone(&inner));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (Receiver { url, inner }, handshakes)
     }
 }
 
@@ -865,6 +1006,115 @@ async fn targets_permissions_and_tenants(backend: Backend) {
     assert_eq!(list["webhooks"], json!([]));
 }
 
+/// HTTPS to an internal receiver under a private CA. A server with the public roots only
+/// refuses its certificate (verification is never off): nothing reaches the receiver,
+/// the cursor stays, the event is retried until dead-lettered. Started again with the
+/// CA in `--webhook-ca-file`, it delivers that event on redelivery and the next one,
+/// over TLS, in order, signed (ours and Python's check); a receiver under another CA is
+/// still refused.
+async fn https_receiver_under_a_private_ca(backend: Backend) {
+    let ca = PrivateCa::new("ledger webhook test CA");
+    let (receiver, handshakes) = Receiver::start_tls(Plan::Ok, ca.server_config()).await;
+    let mut args = FAST.to_vec();
+    args.extend(["--webhook-attempts-max", "3"]);
+    let mut stack = Stack::with_serve_args(backend, &args).await;
+    let admin = stack.admin("acme").await;
+    let hook = subscribe(
+        &stack,
+        &admin,
+        &format!("{}/in", receiver.url),
+        json!(["*"]),
+    )
+    .await;
+    let id = hook["id"].as_str().expect("id").to_owned();
+    let secret = hook["secret"].as_str().expect("secret").to_owned();
+    let start = hook["cursor"].as_u64().expect("cursor");
+
+    // Without the CA: the certificate is refused, attempt after attempt.
+    add_user(&stack, &admin, "first").await;
+    let first = events_after(&stack, &admin, start).await;
+    assert_eq!(first.len(), 1);
+    let first_seq = seq_of(&first[0]);
+    let view = status_becomes(&stack, &admin, &id, "dead_letter").await;
+    assert_eq!(view["failing"]["seq"].as_u64(), Some(first_seq));
+    assert_eq!(view["failing"]["attempts"].as_u64(), Some(3));
+    assert_eq!(view["failing"]["last_error"], "connect");
+    assert_eq!(view["failing"]["last_status"], Value::Null);
+    assert_eq!(
+        view["cursor"].as_u64(),
+        Some(start),
+        "the cursor did not move"
+    );
+    assert_eq!(view["delivered"].as_u64(), Some(0));
+    assert!(
+        receiver.hits().is_empty(),
+        "delivered past a refused certificate"
+    );
+    assert_eq!(handshakes.completed.load(Ordering::SeqCst), 0);
+    let failed = handshakes.failed.lock().expect("handshakes").clone();
+    assert!(failed.len() >= 3, "one handshake per attempt: {failed:?}");
+    assert!(
+        failed.iter().all(|e| e.contains("UnknownCA")),
+        "the worker refused the certificate as of an unknown CA: {failed:?}"
+    );
+
+    // With the CA: the same server, started again with --webhook-ca-file.
+    let ca_file = stack.dir.path().join("internal-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write the CA file");
+    stack.stop();
+    stack.serve_args.extend([
+        "--webhook-ca-file".to_owned(),
+        ca_file.display().to_string(),
+    ]);
+    stack.start().await;
+    let stranger_ca = PrivateCa::new("another CA");
+    let (stranger, stranger_handshakes) =
+        Receiver::start_tls(Plan::Ok, stranger_ca.server_config()).await;
+    let stranger_hook = subscribe(&stack, &admin, &stranger.url, json!(["*"])).await;
+    let stranger_id = stranger_hook["id"].as_str().expect("id").to_owned();
+    let (status, body) = stack
+        .post_key(&admin, &format!("/v1/webhooks/{id}/redeliver"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    add_user(&stack, &admin, "second").await;
+    let events = events_after(&stack, &admin, start).await;
+    let all_seqs: Vec<u64> = events.iter().map(seq_of).collect();
+    assert_eq!(all_seqs.len(), 2);
+    eventually("the deliveries over TLS", || {
+        receiver.delivered().len() >= all_seqs.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let delivered = receiver.delivered();
+    assert_eq!(seqs(&delivered), all_seqs, "in order, once");
+    assert!(handshakes.completed.load(Ordering::SeqCst) >= 1);
+    for (hit, event) in delivered.iter().zip(&events) {
+        assert_eq!(hit.path, "/in");
+        assert_eq!(hit.id, format!("acme:{}", seq_of(event)));
+        let body: Value = serde_json::from_slice(&hit.body).expect("json");
+        assert_eq!(&body, event, "the body is the event as the feed shows it");
+        assert!(
+            verify(&secret, &hit.id, &hit.timestamp, &hit.body, &hit.signature),
+            "a delivery over TLS does not verify"
+        );
+    }
+    let for_python: Vec<(&str, &Hit)> = delivered.iter().map(|h| (secret.as_str(), h)).collect();
+    python_verifies(&for_python);
+    let view = status_becomes(&stack, &admin, &id, "active").await;
+    assert_eq!(view["cursor"].as_u64(), all_seqs.last().copied());
+    assert_eq!(view["delivered"].as_u64(), Some(2));
+
+    // The extra root adds trust; it does not switch verification off.
+    let view = status_becomes(&stack, &admin, &stranger_id, "dead_letter").await;
+    assert_eq!(view["failing"]["last_error"], "connect");
+    assert_eq!(view["delivered"].as_u64(), Some(0));
+    assert!(stranger.hits().is_empty(), "delivered under an unknown CA");
+    assert_eq!(stranger_handshakes.completed.load(Ordering::SeqCst), 0);
+    assert!(!stack
+        .log_text()
+        .contains(secret.trim_start_matches("whsec_")));
+}
+
 /// Two server processes on one PostgreSQL database, both running the worker: every
 /// event reaches the receiver once, in order, and the cursor ends at the head.
 async fn two_processes_share_one_cursor(backend: Backend) {
@@ -952,6 +1202,7 @@ on_both_backends!(
     deliveries_retried_in_order_and_signed,
     dead_letter_then_redelivery,
     targets_permissions_and_tenants,
+    https_receiver_under_a_private_ca,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,10 +77,11 @@ struct Worker {
     permits: Arc<Semaphore>,
 }
 
-/// The HTTP client of deliveries: no redirects, no proxy, timeouts, and the resolver
-/// that checks every address against the policy.
+/// The HTTP client of deliveries: no redirects, no proxy, timeouts, the resolver that
+/// checks every address against the policy, and the public (webpki) roots plus the
+/// operator's extra ones (`--webhook-ca-file`); certificates are always verified.
 pub fn client(config: &WebhookConfig) -> Result<reqwest::Client, DeliveryError> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(config.connect_timeout)
@@ -89,9 +90,21 @@ pub fn client(config: &WebhookConfig) -> Result<reqwest::Client, DeliveryError> 
         .user_agent(concat!(
             "payout-ledger-webhooks/",
             env!("CARGO_PKG_VERSION")
-        ))
-        .build()
-        .map_err(|e| DeliveryError::Client(e.without_url().to_string()))
+        ));
+    for root in &config.extra_roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder.build().map_err(|e| {
+        // reqwest's own text is only "builder error": the cause is in the sources.
+        let e = e.without_url();
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        DeliveryError::Client(text)
+    })
 }
 
 /// The shortest time between two rounds when commits keep waking the worker.
