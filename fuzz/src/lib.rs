@@ -3,6 +3,13 @@
 //! replayed with `cargo test` and the same code path.
 //!
 //! Every function here must return normally for any input: a panic is a finding.
+//!
+//! The ledger-core targets are below; the service's are in their modules:
+//! [`http_request`] (requests to the real `ledger_api::app`) and [`webhook_target`] (the
+//! SSRF rules of webhook URLs).
+
+pub mod http_request;
+pub mod webhook_target;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -19,8 +26,7 @@ use ledger_core::testkit::{standard_tenant, Ledger};
 use ledger_core::time::Timestamp;
 use ledger_core::verify::{
     lines, parse_line, precheck_signatures, verify_export, ExportLine, LineError, Report,
-    UsageError,
-    Verifier,
+    UsageError, Verifier,
 };
 use ledger_core::{decide, Command, Context, Enforcement};
 
@@ -417,6 +423,7 @@ impl Edits<'_> {
 }
 
 /// Tokens worth splicing into JSON: they reach the parsers' corners faster than bytes.
+#[rustfmt::skip]
 const TOKENS: &[&str] = &[
     "\"", "\\", "{", "}", "[", "]", ":", ",", "null", "true", "-", "0", "1.5", "1e3",
     "9007199254740991", "9007199254740992", "18446744073709551616", "-0", "\\u0000",
@@ -471,7 +478,10 @@ fn reseal(lines_in: &mut Vec<String>) {
             out.push(line);
             continue;
         };
-        let kind = value.get("type").and_then(|t| t.as_str()).map(str::to_owned);
+        let kind = value
+            .get("type")
+            .and_then(|t| t.as_str())
+            .map(str::to_owned);
         match kind.as_deref() {
             Some("checkpoint") => continue,
             Some("event") => {
@@ -534,7 +544,9 @@ pub fn export_mutate(data: &[u8]) {
         match op % 10 {
             0 => {
                 // Overwrite bytes.
-                let Some(at) = edits.index(lines[line_index].len().max(1)) else { break };
+                let Some(at) = edits.index(lines[line_index].len().max(1)) else {
+                    break;
+                };
                 let Some(chunk) = edits.chunk() else { break };
                 let mut bytes = lines[line_index].clone().into_bytes();
                 for (offset, &b) in chunk.iter().enumerate() {
@@ -546,7 +558,9 @@ pub fn export_mutate(data: &[u8]) {
             }
             1 => {
                 // Insert bytes.
-                let Some(at) = edits.index(lines[line_index].len() + 1) else { break };
+                let Some(at) = edits.index(lines[line_index].len() + 1) else {
+                    break;
+                };
                 let Some(chunk) = edits.chunk() else { break };
                 let mut bytes = lines[line_index].clone().into_bytes();
                 bytes.splice(at..at, chunk.iter().copied());
@@ -554,7 +568,9 @@ pub fn export_mutate(data: &[u8]) {
             }
             2 => {
                 // Delete bytes.
-                let Some(at) = edits.index(lines[line_index].len().max(1)) else { break };
+                let Some(at) = edits.index(lines[line_index].len().max(1)) else {
+                    break;
+                };
                 let Some(len) = edits.byte() else { break };
                 let mut bytes = lines[line_index].clone().into_bytes();
                 let end = (at + usize::from(len)).min(bytes.len());
@@ -565,7 +581,9 @@ pub fn export_mutate(data: &[u8]) {
             }
             3 => {
                 // Splice a token.
-                let Some(at) = edits.index(lines[line_index].len() + 1) else { break };
+                let Some(at) = edits.index(lines[line_index].len() + 1) else {
+                    break;
+                };
                 let Some(token) = edits.byte() else { break };
                 let token = TOKENS[usize::from(token) % TOKENS.len()];
                 let mut bytes = lines[line_index].clone().into_bytes();
@@ -577,11 +595,15 @@ pub fn export_mutate(data: &[u8]) {
             }
             5 => {
                 let copy = lines[line_index].clone();
-                let Some(to) = edits.index(lines.len() + 1) else { break };
+                let Some(to) = edits.index(lines.len() + 1) else {
+                    break;
+                };
                 lines.insert(to, copy);
             }
             6 => {
-                let Some(other) = edits.index(lines.len()) else { break };
+                let Some(other) = edits.index(lines.len()) else {
+                    break;
+                };
                 lines.swap(line_index, other);
             }
             7..=9 => {

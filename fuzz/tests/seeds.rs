@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use ledger_core::verify::verify_export;
+use ledger_fuzz::http_request::{http_request, seeds::seeds, Plan, STEPS_MAX, WORDS};
+use ledger_fuzz::webhook_target::{self, webhook_target, MODES, POLICIES, SEED_URLS};
 use ledger_fuzz::{
     command_decode, decide_fixture, export_mutate, export_verify, sample_ledger, seed_commands,
     testkit_keys,
@@ -55,7 +57,11 @@ fn the_generated_export_verifies_intact() {
 #[test]
 fn every_seed_command_is_accepted_by_some_actor() {
     let mut ledger = sample_ledger();
-    assert_eq!(ledger.head, decide_fixture().ledger.head, "deterministic fixture");
+    assert_eq!(
+        ledger.head,
+        decide_fixture().ledger.head,
+        "deterministic fixture"
+    );
     for (name, command) in seed_commands(&mut ledger) {
         let json = serde_json::to_string(&command).expect("json");
         let outcome = command_decode(json.as_bytes());
@@ -76,6 +82,64 @@ fn unmutated_and_resealed_exports_run() {
     export_mutate(&[7, 0, 20, 2, 5, 1, 1, 1, 1]);
 }
 
+#[test]
+fn every_http_seed_reads_back_and_gets_its_statuses() {
+    assert!(WORDS.len() <= 256, "a word is one byte");
+    for seed in seeds() {
+        assert!(seed.plan.steps.len() <= STEPS_MAX, "{}", seed.name);
+        assert_eq!(seed.plan.steps.len(), seed.expect.len(), "{}", seed.name);
+        let bytes = seed.plan.encode();
+        assert_eq!(
+            Plan::decode(&bytes),
+            seed.plan,
+            "{}: encode/decode",
+            seed.name
+        );
+        let exchanges = http_request(&bytes);
+        for (n, (exchange, expect)) in exchanges.iter().zip(&seed.expect).enumerate() {
+            assert!(
+                exchange
+                    .status
+                    .is_some_and(|status| expect.contains(&status)),
+                "{} request {}: {exchange:?}, expected one of {expect:?}",
+                seed.name,
+                n + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn webhook_seeds_are_refused_or_accepted_as_the_module_says() {
+    let accepted = |url: &str| webhook_target(&webhook_target::encode(0, 0, url));
+    assert!(accepted("https://hooks.example.com/in?x=1"));
+    assert!(accepted("https://93.184.216.34/"));
+    for refused in [
+        "http://127.0.0.1:9/",
+        "http://0x7f.1/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[fd00:ec2::254]/",
+        "https://user:pw@example.com/",
+    ] {
+        assert!(!accepted(refused), "{refused}");
+    }
+    // Allowed networks open 127.0.0.1, never the metadata endpoint.
+    assert!(webhook_target(&webhook_target::encode(
+        1,
+        0,
+        "http://127.0.0.1:9/"
+    )));
+    assert!(!webhook_target(&webhook_target::encode(
+        2,
+        0,
+        "http://169.254.169.254/"
+    )));
+    // As a host, as an IPv6 literal.
+    assert!(!webhook_target(&webhook_target::encode(0, 1, "10.1.2.3")));
+    assert!(!webhook_target(&webhook_target::encode(0, 2, "::1")));
+}
+
 /// Writes the seeds when `LEDGER_FUZZ_WRITE_SEEDS=1`.
 #[test]
 fn write_seeds() {
@@ -84,7 +148,9 @@ fn write_seeds() {
     }
     let export_dir = fuzz_dir().join("seeds").join("export_verify");
     let command_dir = fuzz_dir().join("seeds").join("command_decode");
-    for dir in [&export_dir, &command_dir] {
+    let http_dir = fuzz_dir().join("seeds").join("http_request");
+    let webhook_dir = fuzz_dir().join("seeds").join("webhook_target");
+    for dir in [&export_dir, &command_dir, &http_dir, &webhook_dir] {
         std::fs::create_dir_all(dir).expect("mkdir");
         for file in files(dir) {
             std::fs::remove_file(file).expect("rm");
@@ -99,7 +165,11 @@ fn write_seeds() {
     let lines = ledger.export_lines();
     write(&export_dir, "generated-full.jsonl", &ledger.export());
     let standard = ledger_core::testkit::standard_tenant("acme", 1, "1000.00");
-    write(&export_dir, "generated-standard-tenant.jsonl", &standard.export());
+    write(
+        &export_dir,
+        "generated-standard-tenant.jsonl",
+        &standard.export(),
+    );
     let mut small = ledger_core::testkit::standard_tenant("acme", 1, "1000.00");
     small.checkpoint();
     let small_lines = small.export_lines();
@@ -134,7 +204,10 @@ fn write_seeds() {
     let copy = |from: &Path, to: PathBuf| {
         std::fs::write(to, std::fs::read(from).expect("read vector")).expect("write seed");
     };
-    copy(&exports.join("sample.jsonl"), export_dir.join("vector-sample.jsonl"));
+    copy(
+        &exports.join("sample.jsonl"),
+        export_dir.join("vector-sample.jsonl"),
+    );
     for file in files(&exports.join("tampered")) {
         if file.extension().is_some_and(|x| x == "jsonl") {
             let name = file.file_name().and_then(|n| n.to_str()).expect("name");
@@ -148,29 +221,86 @@ fn write_seeds() {
         let json = serde_json::to_string(&command).expect("json");
         write(&command_dir, &format!("{name}.json"), &json);
     }
+
+    // Requests: plans of the http_request target (binary: `Plan::encode`).
+    for seed in seeds() {
+        std::fs::write(
+            http_dir.join(format!("{}.bin", seed.name)),
+            seed.plan.encode(),
+        )
+        .expect("write seed");
+    }
+
+    // Webhook URLs: each under every fixed policy, as it is; hosts and IPv6 literals.
+    for (n, url) in SEED_URLS.iter().enumerate() {
+        for policy in 0..POLICIES.len() {
+            let bytes = webhook_target::encode(policy as u8, 0, url);
+            std::fs::write(
+                webhook_dir.join(format!("url-{n:02}-policy-{policy}")),
+                bytes,
+            )
+            .expect("write seed");
+        }
+    }
+    for (mode, host) in [
+        (1, "10.0.0.1"),
+        (1, "[::1]:8080"),
+        (2, "::ffff:a9fe:a9fe"),
+        (3, "example.com"),
+    ] {
+        assert!(mode < MODES.len());
+        let bytes = webhook_target::encode(0, mode as u8, host);
+        std::fs::write(
+            webhook_dir.join(format!(
+                "mode-{mode}-{}",
+                host.replace(['[', ']', ':'], "_")
+            )),
+            bytes,
+        )
+        .expect("write seed");
+    }
 }
 
-/// Every committed seed and regression input goes through its target without a panic.
+/// Every committed seed and regression input goes through its target without a panic
+/// (each is run; the failures are listed by file).
 #[test]
 fn committed_inputs_replay() {
     if std::env::var_os("LEDGER_FUZZ_WRITE_SEEDS").is_some() {
         return; // write_seeds is rewriting them in parallel
     }
     let mut replayed = 0;
+    let mut failed = Vec::new();
     for (sub, target) in [
         ("export_verify", export_verify as fn(&[u8])),
         ("export_mutate", export_mutate as fn(&[u8])),
         ("command_decode", |data: &[u8]| {
             command_decode(data);
         }),
+        ("http_request", |data: &[u8]| {
+            http_request(data);
+        }),
+        ("webhook_target", |data: &[u8]| {
+            webhook_target(data);
+        }),
     ] {
         for root in ["seeds", "regressions"] {
             for file in files(&fuzz_dir().join(root).join(sub)) {
                 let data = std::fs::read(&file).expect("read");
-                target(&data);
+                if std::panic::catch_unwind(|| target(&data)).is_err() {
+                    failed.push(file.display().to_string());
+                }
                 replayed += 1;
             }
         }
     }
-    assert!(replayed > 0, "no seeds: regenerate them (see the top of this file)");
+    assert!(
+        replayed > 0,
+        "no seeds: regenerate them (see the top of this file)"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} inputs fail (each panic is printed above):\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }

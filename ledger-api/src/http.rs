@@ -267,7 +267,7 @@ async fn authenticate(
             .and_then(|v| hex::decode(v).ok())
             .ok_or(ApiError::Unauthorized)?;
         let seconds: i64 = timestamp.parse().map_err(|_| ApiError::Unauthorized)?;
-        if (util::now().unix_seconds() - seconds).abs() > SIGNATURE_WINDOW_SECONDS
+        if !within_signature_window(util::now().unix_seconds(), seconds)
             || nonce.is_empty()
             || nonce.len() > 64
         {
@@ -295,6 +295,12 @@ async fn authenticate(
         scopes: record.scopes,
         request_id: request_id.clone(),
     })
+}
+
+/// Whether a signed request's timestamp is within the window of now, either side;
+/// any `i64` the client sends is answered, none overflows.
+fn within_signature_window(now: i64, timestamp: i64) -> bool {
+    now.abs_diff(timestamp) <= SIGNATURE_WINDOW_SECONDS.unsigned_abs()
 }
 
 enum IdempotencyStart {
@@ -720,6 +726,19 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signature_window_edges_and_extremes() {
+        let now = 1_800_000_000;
+        assert!(within_signature_window(now, now));
+        assert!(within_signature_window(now, now - 300));
+        assert!(within_signature_window(now, now + 300));
+        assert!(!within_signature_window(now, now - 301));
+        assert!(!within_signature_window(now, now + 301));
+        assert!(!within_signature_window(now, i64::MIN));
+        assert!(!within_signature_window(now, i64::MAX));
+        assert!(!within_signature_window(-now, i64::MAX));
+    }
 
     #[test]
     fn ip_allow_list_entries() {

@@ -20,3 +20,11 @@ pub mod util;
 pub mod wal;
 pub mod webhooks;
 pub mod writer;
+
+/// The service as `serve` runs it: the [`routes::router`] inside the [`http::prepare`]
+/// middleware (request id, body limit, rate limits, authentication, `Idempotency-Key`,
+/// access log). Tests and the fuzz target drive it with `tower::ServiceExt::oneshot`,
+/// with a `ConnectInfo<SocketAddr>` request extension standing in for the socket.
+pub fn app(state: state::AppState) -> axum::Router {
+    routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(state, http::prepare))
+}

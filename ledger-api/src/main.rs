@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use ledger_api::config::{listen_address, Storage};
 use ledger_api::limits::LimitConfig;
 use ledger_api::writer::Submission;
-use ledger_api::{http, keys, routes, util};
+use ledger_api::{keys, routes, util};
 use ledger_core::command::Command;
 use ledger_core::crypto::KeyPurpose;
 use ledger_core::ids::{PrincipalId, TenantId};
@@ -159,10 +159,7 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
     state.webhooks = std::sync::Arc::new(webhooks);
     state.read_wait = read_wait;
     state.projector.start();
-    let app = routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        http::prepare,
-    ));
+    let app = ledger_api::app(state.clone());
     if let Some(url) = args.nats_url.clone() {
         if !url.starts_with("nats://") && !url.contains(':') {
             anyhow::bail!("--nats-url / NATS_URL: expected nats://host:port");

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::http::Caller;
 use crate::routes::allowed;
+use crate::routes::Path;
 use crate::state::AppState;
 
 /// The header with the seq a read reflects.

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -238,6 +239,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// Path parameters; a segment that cannot be read (not UTF-8 once percent-decoded)
+/// names nothing, so it is a problem+json 404 like any id that cannot exist.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|_| ApiError::NotFound)
+    }
+}
+
 trait Classify {
     fn classify_name(&self) -> &'static str;
 }
@@ -253,23 +270,47 @@ impl Classify for serde_json::Error {
     }
 }
 
-/// Drops quoted values from a serde message ("invalid value: string `...`").
+/// Drops the request's own values from a serde message, keeping what names the schema.
+///
+/// serde quotes the value it did not expect before ", expected …": a string as
+/// `string "…"` (Debug-escaped), anything else and unknown names in backticks. What
+/// follows ", expected" is the schema's own text and so are the names in "missing
+/// field" and "duplicate field"; our own messages quote only fixed examples.
 fn scrub(message: &str) -> String {
+    let (head, tail) = match message.find(", expected") {
+        Some(at) => message.split_at(at),
+        None => (message, ""),
+    };
     let mut out = String::new();
-    let mut inside = false;
-    for c in message.chars() {
-        if c == '`' {
-            inside = !inside;
-            out.push('`');
-            if inside {
-                out.push('…');
+    if head.starts_with("missing field") || head.starts_with("duplicate field") {
+        out.push_str(head);
+    } else {
+        let mut chars = head.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '`' {
+                out.push_str("`…`");
+                for d in chars.by_ref() {
+                    if d == '`' {
+                        break;
+                    }
+                }
+            } else if c == '"' && out.ends_with("string ") {
+                out.push_str("\"…\"");
+                while let Some(d) = chars.next() {
+                    match d {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            } else {
+                out.push(c);
             }
-            continue;
-        }
-        if !inside {
-            out.push(c);
         }
     }
+    out.push_str(tail);
     out.chars().take(200).collect()
 }
 
@@ -1715,10 +1756,44 @@ mod tests {
 
     #[test]
     fn scrub_drops_quoted_values() {
-        let message = "invalid type: string `DE89370400440532013000`, expected a number";
-        let scrubbed = scrub(message);
-        assert!(!scrubbed.contains("DE89"), "{scrubbed}");
-        assert!(scrubbed.contains("expected a number"));
+        let iban = "DE89370400440532013000";
+        let cases = [
+            (
+                format!("invalid type: string \"{iban}\", expected a number"),
+                "invalid type: string \"…\", expected a number",
+            ),
+            (
+                format!("invalid value: string \"a\\\"{iban}\", expected x"),
+                "invalid value: string \"…\", expected x",
+            ),
+            (
+                format!("unknown field `{iban}`, expected one of `amount`, `currency`"),
+                "unknown field `…`, expected one of `amount`, `currency`",
+            ),
+            (
+                format!("invalid type: integer `{}`, expected a string", 4_000_000),
+                "invalid type: integer `…`, expected a string",
+            ),
+            (
+                format!("unknown variant `{iban}`, expected `a` or `b`"),
+                "unknown variant `…`, expected `a` or `b`",
+            ),
+            (
+                "missing field `amount`".to_owned(),
+                "missing field `amount`",
+            ),
+            (
+                "amount must be a plain decimal string such as \"125.50\"".to_owned(),
+                "amount must be a plain decimal string such as \"125.50\"",
+            ),
+            (
+                format!("invalid type: string \"{iban}"),
+                "invalid type: string \"…\"",
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(scrub(&message), expected, "{message}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,6 +38,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ConfigError;
 use crate::error::ApiError;
 use crate::http::{Caller, Idempotency, SecretAnswer};
+use crate::routes::Path;
 use crate::routes::{caller_may, Body};
 use crate::state::AppState;
 use crate::util;

@@ -948,14 +948,53 @@ async fn idempotency_and_bad_input(backend: Backend) {
     let mut big = body.clone();
     big["reference"] = json!("x".repeat(70 * 1024));
     cases.push(("oversized", serde_json::to_vec(&big).expect("json"), 413));
+    let iban = "DE89370400440532013000";
+    cases.push(("IBAN as amount", with("amount", json!(iban)), 422));
+    cases.push(("IBAN as amount type", with("amount", json!([iban])), 422));
+    cases.push(("IBAN as field name", with(iban, json!(1)), 422));
     for (what, bytes, expected) in cases {
         let response = raw(bytes).await.expect("send");
         let status = response.status().as_u16();
+        let problem_json =
+            response.headers()[reqwest::header::CONTENT_TYPE] == "application/problem+json";
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(status, expected, "{what}: {text}");
+        assert!(problem_json, "{what}: {text}");
+        assert!(!text.contains("DE89"), "{what} echoed the request: {text}");
+    }
+    // A string where a list belongs: serde quotes it, the answer must not.
+    let response = stack
+        .client
+        .post(format!("{}/v1/payouts/approve", stack.base))
+        .bearer_auth(&ann.key)
+        .json(&json!({"payouts": iban, "otp": iban}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let text = response.text().await.expect("text");
+    assert!(text.contains("expected a sequence"), "{text}");
+    assert!(!text.contains("DE89"), "batch echoed the request: {text}");
+    // A path segment that is not UTF-8 once decoded names nothing: 404 problem+json.
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/payouts/%FF"),
+        (reqwest::Method::POST, "/v1/payouts/%FF/approve"),
+        (reqwest::Method::DELETE, "/v1/users/%C3%28/roles/%FF"),
+    ] {
+        let response = stack
+            .client
+            .request(method, format!("{}{path}", stack.base))
+            .bearer_auth(&ann.key)
+            .header("idempotency-key", "bad-path")
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
         assert_eq!(
-            status,
-            expected,
-            "{what}: {}",
-            response.text().await.unwrap_or_default()
+            response.headers()[reqwest::header::CONTENT_TYPE],
+            "application/problem+json",
+            "{path}"
         );
     }
     let (status, _) = stack
