@@ -859,6 +859,8 @@ struct Held {
     token: String,
     /// The person's raw TOTP secret.
     totp: Vec<u8>,
+    /// The TOTP secret as the redemption showed it (base32).
+    totp_shown: String,
 }
 
 impl Held {
@@ -1184,6 +1186,7 @@ async fn enrol(world: &World, invite: &str) -> Held {
         Err(e) => panic!("fixture: user id: {e:?}"),
     };
     let token = text_of(&body, "api_key");
+    let totp_shown = text_of(&body, "totp_secret");
     let tenant = match world
         .state
         .store
@@ -1199,6 +1202,7 @@ async fn enrol(world: &World, invite: &str) -> Held {
         user,
         token,
         totp,
+        totp_shown,
     };
     let code = fresh_code(&world.state, &held).await;
     let answer = call(
@@ -1382,7 +1386,7 @@ async fn populate(world: &mut World) {
     world.secrets = held
         .iter()
         .map(|h| h.secret().to_owned())
-        .chain(held.iter().map(|h| base32(&h.totp)))
+        .chain(held.iter().map(|h| h.totp_shown.clone()))
         .collect();
     world.ids[IdKind::Payout.index()] = payouts;
     world.ids[IdKind::Account.index()] = accounts;
@@ -1398,25 +1402,6 @@ async fn populate(world: &mut World) {
     world.ids[IdKind::Invite.index()] = invites;
     world.held = held;
     project(world).await;
-}
-
-/// RFC 4648 base32 without padding (as `totp_secret` shows the secret).
-fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::new();
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for byte in bytes {
-        buffer = (buffer << 8) | u32::from(*byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
-    }
-    out
 }
 
 /// Brings every tenant's read models up to its head.

@@ -264,11 +264,7 @@ pub fn webhook_target(data: &[u8]) -> bool {
                 Ok(policy) => policy,
                 Err(_) => return false,
             };
-            let allowed = cidrs
-                .iter()
-                .filter(|c| !c.trim().is_empty())
-                .filter_map(|c| Network::parse(c))
-                .collect();
+            let allowed = cidrs.iter().filter_map(|c| Network::parse(c)).collect();
             (&built, allowed)
         }
     };

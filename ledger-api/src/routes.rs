@@ -285,7 +285,7 @@ fn scrub(message: &str) -> String {
     if head.starts_with("missing field") || head.starts_with("duplicate field") {
         out.push_str(head);
     } else {
-        let mut chars = head.chars().peekable();
+        let mut chars = head.chars();
         while let Some(c) = chars.next() {
             if c == '`' {
                 out.push_str("`…`");

@@ -723,12 +723,11 @@ mod tests {
             .map(|config| config.extra_roots.len())
             .map_err(|e| e.to_string())
         };
+        // A private key alone is no CA: generated here, never a committed key.
+        let key_only = rcgen::KeyPair::generate().expect("key").serialize_pem();
         for (name, text) in [
             ("empty.pem", ""),
-            (
-                "key.pem",
-                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-            ),
+            ("key.pem", key_only.as_str()),
             (
                 "junk.pem",
                 "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ledger_core::verify::verify_export;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use stack::{act, export, kinds, org, request, Backend, Stack, IBAN};
+use stack::{act, event_lines, export, kinds, org, request, Backend, Stack, IBAN};
 
 // ---------------------------------------------------------------------------------------
 
@@ -643,8 +643,8 @@ async fn cross_tenant_objects_are_404(backend: Backend) {
     // Acme is untouched: not one event in its chain, the same balances, the same
     // payout, and ann keeps her key and her role.
     let (after, _) = export(&stack, &acme_auditor).await;
-    assert!(!events(&before).is_empty());
-    assert_eq!(events(&after), events(&before));
+    assert!(!event_lines(&before).is_empty());
+    assert_eq!(event_lines(&after), event_lines(&before));
     let (_, now) = stack.get(&acme.people["eve"], &account_path).await;
     assert_eq!(
         (&now["available"], &now["held"]),
@@ -665,15 +665,6 @@ async fn cross_tenant_objects_are_404(backend: Backend) {
         "another tenant's objects must be 404:\n{}",
         deviations.join("\n")
     );
-}
-
-/// The events of an export, in order.
-fn events(export: &str) -> Vec<Value> {
-    export
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["type"] == "event")
-        .collect()
 }
 
 async fn keys_scopes_expiry_ips_and_hmac(backend: Backend) {
@@ -948,10 +939,9 @@ async fn idempotency_and_bad_input(backend: Backend) {
     let mut big = body.clone();
     big["reference"] = json!("x".repeat(70 * 1024));
     cases.push(("oversized", serde_json::to_vec(&big).expect("json"), 413));
-    let iban = "DE89370400440532013000";
-    cases.push(("IBAN as amount", with("amount", json!(iban)), 422));
-    cases.push(("IBAN as amount type", with("amount", json!([iban])), 422));
-    cases.push(("IBAN as field name", with(iban, json!(1)), 422));
+    cases.push(("IBAN as amount", with("amount", json!(IBAN)), 422));
+    cases.push(("IBAN as amount type", with("amount", json!([IBAN])), 422));
+    cases.push(("IBAN as field name", with(IBAN, json!(1)), 422));
     for (what, bytes, expected) in cases {
         let response = raw(bytes).await.expect("send");
         let status = response.status().as_u16();
@@ -967,7 +957,7 @@ async fn idempotency_and_bad_input(backend: Backend) {
         .client
         .post(format!("{}/v1/payouts/approve", stack.base))
         .bearer_auth(&ann.key)
-        .json(&json!({"payouts": iban, "otp": iban}))
+        .json(&json!({"payouts": IBAN, "otp": IBAN}))
         .send()
         .await
         .expect("send");

@@ -11,11 +11,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use ledger_core::verify::verify_export;
-use process::{start, MASTER_KEY};
+use process::{output_within, start, MASTER_KEY};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use stack::{export, export_from, kinds, org, psql, Backend, Stack, User};
+use stack::{event_lines, export, export_from, kinds, org, psql, Backend, Stack, User};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ledger-api");
 
@@ -29,7 +29,8 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     for (key, value) in envs {
         command.env(key, value);
     }
-    command.output().expect("run ledger-api")
+    // A `serve` whose bad setting went unnoticed would run on: fail instead.
+    output_within(&mut command, stack::REFUSAL_LIMIT)
 }
 
 fn stderr(output: &Output) -> String {
@@ -202,15 +203,6 @@ fn first_run_creates_private_keys_and_rotation_keeps_the_old_key_listed() {
     );
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("--purpose"), "{}", stderr(&bad));
-}
-
-/// The event lines of an export.
-fn event_lines(export: &str) -> Vec<Value> {
-    export
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["type"] == "event")
-        .collect()
 }
 
 /// A tenant's admin (TOTP confirmed) and an auditor.
@@ -658,7 +650,7 @@ async fn an_unreachable_postgres_answers_503_and_the_retry_commits_once() {
         .collect();
     assert_eq!(outage.len(), 1, "committed exactly once: {outage:?}");
     assert!(
-        kinds(&text, "funds.deposited")
+        deposits
             .iter()
             .all(|e| e["data"]["reference"] != "unkeyed during the outage"),
         "a deposit answered 503 while the database refused connections was committed"

@@ -1087,7 +1087,6 @@ async fn https_receiver_under_a_private_ca(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let delivered = receiver.delivered();
     assert_eq!(seqs(&delivered), all_seqs, "in order, once");
-    assert!(handshakes.completed.load(Ordering::SeqCst) >= 1);
     for (hit, event) in delivered.iter().zip(&events) {
         assert_eq!(hit.path, "/in");
         assert_eq!(hit.id, format!("acme:{}", seq_of(event)));

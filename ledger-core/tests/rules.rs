@@ -862,8 +862,9 @@ fn permissions_a_revoked_role_no_longer_allows() {
 
 #[test]
 fn role_changes_name_a_user_of_the_tenant() {
-    // A user the tenant never added (another tenant's, or none) is not found, both ways,
-    // and nothing is recorded: another tenant's object answers 404.
+    // A user the tenant never added (another tenant's, or none) is not found, both ways:
+    // another tenant's object answers 404 (that nothing is recorded is checked in
+    // `evidence_denied_attempts_are_appended_and_the_chain_verifies`).
     let mut ledger = given(Stage::Requested);
     for command in [
         grant("usr_stranger", Role::Approver, None),
@@ -1959,6 +1960,7 @@ fn evidence_denied_attempts_are_appended_and_the_chain_verifies() {
     check(given(Unrequested), "usr_bob", act(Approve, Nothing), "not_found", false);
     check(given(Unrequested), "usr_eve", send(deposit("acct_void", "5.00", Currency::Eur)), "not_found", false);
     check(given(Unrequested), "usr_admin", send(grant("usr_nobody", Role::Auditor, None)), "not_found", false);
+    check(given(Unrequested), "usr_admin", send(revoke("usr_nobody", Role::Approver)), "not_found", false);
     check(given(Unrequested), "usr_eve", send(deposit("acct_ops", "5.00", Currency::Usd)), "validation", false);
     check(given(Requested), "usr_bob", send(reject(PO, " ")), "validation", false);
     check(given(Unrequested), "usr_ann", send(request_with_reference(PO, "1.00", &long)), "validation", false);

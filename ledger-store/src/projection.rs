@@ -697,15 +697,20 @@ mod on_sqlite {
          released_by, released_at, released_seq, ended_by, ended_at, ended_seq, ended_reason";
     const AUDIT_COLUMNS: &str = "seq, at, actor, action, subject, result, reason, request_id";
 
-    /// The columns of a read-model table as SQLite holds them, and the row they parse to.
+    /// A read-model table as SQLite holds it: its name, the column that names a row
+    /// within a tenant, its columns, and the row they parse to.
     trait ProjectionColumns: Sized {
         type Row;
+        const TABLE: &'static str;
+        const KEY_COLUMN: &'static str;
         const SQLITE_COLUMNS: &'static str;
         fn into_row(self, tenant: &TenantId) -> Result<Self::Row, StoreError>;
     }
 
     impl ProjectionColumns for BalanceColumns {
         type Row = (AccountId, AccountBalance);
+        const TABLE: &'static str = "projection_balances";
+        const KEY_COLUMN: &'static str = "account";
         const SQLITE_COLUMNS: &'static str = BALANCE_COLUMNS;
         fn into_row(self, tenant: &TenantId) -> Result<Self::Row, StoreError> {
             BalanceColumns::into_row(self, tenant)
@@ -714,6 +719,8 @@ mod on_sqlite {
 
     impl ProjectionColumns for PayoutColumns {
         type Row = PayoutRow;
+        const TABLE: &'static str = "projection_payouts";
+        const KEY_COLUMN: &'static str = "payout";
         const SQLITE_COLUMNS: &'static str = PAYOUT_COLUMNS;
         fn into_row(self, tenant: &TenantId) -> Result<Self::Row, StoreError> {
             PayoutColumns::into_row(self, tenant)
@@ -1195,7 +1202,7 @@ mod on_sqlite {
             .iter()
             .flat_map(|(tenant, k)| k.accounts.iter().map(move |a| (*tenant, a.as_str())))
             .collect::<Vec<_>>();
-        keyed_rows_in::<BalanceColumns>(tx, &wanted, "projection_balances", "account").await
+        keyed_rows_in::<BalanceColumns>(tx, &wanted).await
     }
 
     /// The payout rows the pages name, by tenant.
@@ -1207,16 +1214,14 @@ mod on_sqlite {
             .iter()
             .flat_map(|(tenant, k)| k.payouts.iter().map(move |p| (*tenant, p.as_str())))
             .collect::<Vec<_>>();
-        keyed_rows_in::<PayoutColumns>(tx, &wanted, "projection_payouts", "payout").await
+        keyed_rows_in::<PayoutColumns>(tx, &wanted).await
     }
 
-    /// The rows of `table` whose `(tenant_id, key_column)` are among `wanted`, parsed,
-    /// by tenant.
+    /// The rows of `C`'s table whose `(tenant_id, key column)` are among `wanted`,
+    /// parsed, by tenant.
     async fn keyed_rows_in<C>(
         tx: &mut Tx,
         wanted: &[(&TenantId, &str)],
-        table: &str,
-        key_column: &str,
     ) -> Result<HashMap<String, Vec<C::Row>>, StoreError>
     where
         C: ProjectionColumns + Send + Unpin,
@@ -1232,7 +1237,9 @@ mod on_sqlite {
                 row.push_bind(tenant.as_str()).push_bind(*key);
             });
             select.push(format!(
-                ") AS k JOIN {table} r ON r.tenant_id = k.column1 AND r.{key_column} = k.column2"
+                ") AS k JOIN {} r ON r.tenant_id = k.column1 AND r.{} = k.column2",
+                C::TABLE,
+                C::KEY_COLUMN
             ));
             let rows: Vec<Tenanted<C>> = select.build_query_as().fetch_all(&mut **tx).await?;
             let known: HashMap<&str, &TenantId> =

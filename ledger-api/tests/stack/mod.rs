@@ -11,7 +11,11 @@ use ledger_core::crypto::KeySet;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::process::{free_port, BIN, MASTER_KEY};
+use crate::process::{free_port, output_within, BIN, MASTER_KEY};
+
+/// How long a command that should refuse its settings may run before the test fails:
+/// past it, it started instead.
+pub const REFUSAL_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
@@ -165,34 +169,16 @@ impl Stack {
     /// `serve` with `args` on this storage must stop by itself, with a failure: its
     /// stderr. (A server that starts anyway is killed after 30 s and fails the test.)
     pub fn refused_start(&self, args: &[&str]) -> String {
-        let mut child = Command::new(BIN)
-            .args(&self.storage)
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
-            .args(args)
-            .env("LEDGER_MASTER_KEY", MASTER_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let started = std::time::Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("serve {args:?} started instead of refusing its settings");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(!status.success(), "serve {args:?} exited 0");
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            use std::io::Read;
-            let _ = pipe.read_to_string(&mut stderr);
-        }
-        stderr
+        let output = output_within(
+            Command::new(BIN)
+                .args(&self.storage)
+                .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+                .args(args)
+                .env("LEDGER_MASTER_KEY", MASTER_KEY),
+            REFUSAL_LIMIT,
+        );
+        assert!(!output.status.success(), "serve {args:?} exited 0");
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
     pub fn stop(&mut self) {
@@ -364,6 +350,37 @@ impl Stack {
             headers,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// Runs a query on the deployment's database as its owner, behind the service's back:
+    /// the first column of every row, as text.
+    pub async fn owner_strings(&self, sql: &str) -> Vec<String> {
+        use sqlx::Connection;
+        match &self.pg {
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.dir.path().join("ledger.db"));
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .expect("open sqlite");
+                let rows: Vec<String> = sqlx::query_scalar(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("sql");
+                conn.close().await.expect("close");
+                rows
+            }
+            Some((admin, name)) => {
+                let url = format!("{}/{name}", &admin[..admin.rfind('/').expect("db in url")]);
+                let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+                let rows: Vec<String> = sqlx::query_scalar(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("sql");
+                conn.close().await.expect("close");
+                rows
+            }
+        }
     }
 
     /// Runs `sql` on the deployment's database as its owner, behind the service's back.
@@ -708,11 +725,19 @@ pub async fn export_from(stack: &Stack, base: &str, auditor: &User) -> (String, 
 }
 
 pub fn kinds(export: &str, kind: &str) -> Vec<Value> {
+    event_lines(export)
+        .into_iter()
+        .filter(|l| l["event"]["kind"] == kind)
+        .map(|l| l["event"].clone())
+        .collect()
+}
+
+/// The event lines of an export, in order.
+pub fn event_lines(export: &str) -> Vec<Value> {
     export
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["type"] == "event" && l["event"]["kind"] == kind)
-        .map(|l| l["event"].clone())
+        .filter(|l| l["type"] == "event")
         .collect()
 }
 
