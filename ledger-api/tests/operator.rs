@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use ledger_core::verify::verify_export;
-use process::{output_within, start, MASTER_KEY};
+use process::{master_key, output_within, start};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -52,7 +52,7 @@ fn bad_settings_stop_start_up_naming_the_setting() {
         ),
         (
             &["--database-url", "mysql://x", "serve"],
-            &[("LEDGER_MASTER_KEY", MASTER_KEY)],
+            &[("LEDGER_MASTER_KEY", master_key())],
             "--database-url",
         ),
         (

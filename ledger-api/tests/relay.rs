@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt;
-use process::{BIN, MASTER_KEY};
+use process::{master_key, BIN};
 use serde_json::Value;
 
 fn nats_url() -> String {
@@ -113,7 +113,7 @@ async fn a_relay_killed_mid_stream_leaves_every_event_exactly_once() {
                 "--listen",
                 &format!("127.0.0.1:{}", process::free_port()),
             ])
-            .env("LEDGER_MASTER_KEY", MASTER_KEY)
+            .env("LEDGER_MASTER_KEY", master_key())
             .env("NATS_URL", nats_url())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -2,6 +2,7 @@
 //! rotation, configuration errors that name their setting, and no key in any output.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use ledger_core::ids::TenantId;
 use ledger_store::crypto::{
@@ -9,8 +10,24 @@ use ledger_store::crypto::{
     MASTER_KEY_FILE_ENV,
 };
 
-const KEY_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-const KEY_B: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d1e0f";
+/// A master key (64 hex characters) generated for this test process.
+fn generated_key(cell: &'static OnceLock<String>) -> &'static str {
+    cell.get_or_init(|| {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).expect("the OS's randomness");
+        hex::encode(bytes)
+    })
+}
+
+fn key_a() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    generated_key(&KEY)
+}
+
+fn key_b() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    generated_key(&KEY)
+}
 
 fn tenant(slug: &str) -> TenantId {
     slug.parse().expect("tenant")
@@ -30,7 +47,7 @@ fn ring(text: &str) -> KeyRing {
 
 #[test]
 fn values_round_trip_with_a_fresh_nonce_each_time() {
-    let keys = ring(KEY_A);
+    let keys = ring(key_a());
     let acme = tenant("acme");
     let iban = b"DE89370400440532013000";
     let first = keys
@@ -61,7 +78,7 @@ fn values_round_trip_with_a_fresh_nonce_each_time() {
 
 #[test]
 fn a_ciphertext_moved_to_another_record_field_or_tenant_does_not_decrypt() {
-    let keys = ring(KEY_A);
+    let keys = ring(key_a());
     let (acme, beta) = (tenant("acme"), tenant("beta"));
     let envelope = keys
         .encrypt(scope(&acme, "usr_bob", "totp_secret"), b"JBSWY3DPEHPK3PXP")
@@ -86,7 +103,7 @@ fn a_ciphertext_moved_to_another_record_field_or_tenant_does_not_decrypt() {
 
 #[test]
 fn a_changed_or_malformed_envelope_is_refused() {
-    let keys = ring(KEY_A);
+    let keys = ring(key_a());
     let acme = tenant("acme");
     let here = scope(&acme, "pay_lark", "iban");
     let envelope = keys
@@ -129,13 +146,15 @@ fn a_changed_or_malformed_envelope_is_refused() {
 
 #[test]
 fn rotation_encrypts_with_the_newest_key_and_still_reads_old_values() {
+    let key_a = key_a();
+    let key_b = key_b();
     let acme = tenant("acme");
     let here = scope(&acme, "pay_lark", "iban");
-    let old_ring = ring(&format!("k2025:{KEY_A}"));
+    let old_ring = ring(&format!("k2025:{key_a}"));
     let old_value = old_ring.encrypt(here, b"old secret").expect("encrypt");
     assert!(old_value.starts_with("v1:k2025:"));
 
-    let rotated = ring(&format!("# oldest first\nk2025:{KEY_A}\nk2026:{KEY_B}\n"));
+    let rotated = ring(&format!("# oldest first\nk2025:{key_a}\nk2026:{key_b}\n"));
     assert_eq!(rotated.current_key_id(), "k2026");
     let new_value = rotated.encrypt(here, b"new secret").expect("encrypt");
     assert!(new_value.starts_with("v1:k2026:"), "{new_value}");
@@ -159,7 +178,7 @@ fn rotation_encrypts_with_the_newest_key_and_still_reads_old_values() {
         Err(FieldCryptoError::UnknownKey("k2026".into()))
     );
     // A different key under a reused id does not open the value.
-    let impostor = ring(&format!("k2025:{KEY_B}"));
+    let impostor = ring(&format!("k2025:{key_b}"));
     assert_eq!(
         impostor.decrypt(here, &old_value),
         Err(FieldCryptoError::Authentication)
@@ -168,11 +187,13 @@ fn rotation_encrypts_with_the_newest_key_and_still_reads_old_values() {
 
 #[test]
 fn missing_or_malformed_keys_are_refused_with_the_setting_named() {
+    let key_a = key_a();
+    let key_b = key_b();
     let check = |result: Result<KeyRing, KeyConfigError>, names: &str| {
         let error = result.expect_err("refused");
         let message = error.to_string();
         assert!(message.contains(names), "{message:?} does not name {names}");
-        for key in [KEY_A, KEY_B, &KEY_A[..20]] {
+        for key in [key_a, key_b, &key_a[..20]] {
             assert!(!message.contains(key), "{message:?} shows key material");
             assert!(
                 !format!("{error:?}").contains(key),
@@ -183,32 +204,32 @@ fn missing_or_malformed_keys_are_refused_with_the_setting_named() {
     check(KeyRing::from_settings(None, None), MASTER_KEY_ENV);
     check(KeyRing::from_settings(None, None), MASTER_KEY_FILE_ENV);
     check(
-        KeyRing::from_settings(Some(KEY_A), Some(Path::new("/nonexistent"))),
+        KeyRing::from_settings(Some(key_a), Some(Path::new("/nonexistent"))),
         MASTER_KEY_FILE_ENV,
     );
     check(KeyRing::from_settings(Some(""), None), MASTER_KEY_ENV);
     check(
-        KeyRing::from_settings(Some(&KEY_A[..62]), None),
+        KeyRing::from_settings(Some(&key_a[..62]), None),
         MASTER_KEY_ENV,
     );
     check(
-        KeyRing::from_settings(Some(&format!("{KEY_A}00")), None),
+        KeyRing::from_settings(Some(&format!("{key_a}00")), None),
         MASTER_KEY_ENV,
     );
     check(
-        KeyRing::from_settings(Some(&KEY_A.replace('0', "g")), None),
+        KeyRing::from_settings(Some(&format!("g{}", &key_a[1..])), None),
         MASTER_KEY_ENV,
     );
     check(
-        KeyRing::from_settings(Some(&format!("{KEY_A},{KEY_B}")), None),
+        KeyRing::from_settings(Some(&format!("{key_a},{key_b}")), None),
         MASTER_KEY_ENV,
     );
     check(
-        KeyRing::from_settings(Some(&format!("k1:{KEY_A},k1:{KEY_B}")), None),
+        KeyRing::from_settings(Some(&format!("k1:{key_a},k1:{key_b}")), None),
         MASTER_KEY_ENV,
     );
     check(
-        KeyRing::from_settings(Some(&format!("Bad Id:{KEY_A}")), None),
+        KeyRing::from_settings(Some(&format!("Bad Id:{key_a}")), None),
         MASTER_KEY_ENV,
     );
     check(
@@ -220,10 +241,12 @@ fn missing_or_malformed_keys_are_refused_with_the_setting_named() {
 #[cfg(unix)]
 #[test]
 fn the_key_file_is_read_and_must_be_private() {
+    let key_a = key_a();
+    let key_b = key_b();
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("master.key");
-    std::fs::write(&path, format!("k1:{KEY_A}\nk2:{KEY_B}\n")).expect("write");
+    std::fs::write(&path, format!("k1:{key_a}\nk2:{key_b}\n")).expect("write");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let keys = KeyRing::from_settings(None, Some(&path)).expect("key file");
     assert_eq!(keys.current_key_id(), "k2");
@@ -244,10 +267,12 @@ fn the_key_file_is_read_and_must_be_private() {
 
 #[test]
 fn keys_never_show_in_debug_output() {
-    let keys = ring(&format!("k1:{KEY_A}\nk2:{KEY_B}"));
+    let key_a = key_a();
+    let key_b = key_b();
+    let keys = ring(&format!("k1:{key_a}\nk2:{key_b}"));
     let shown = format!("{keys:?} {keys:#?}");
     assert!(shown.contains("k1") && shown.contains("k2"), "{shown}");
-    for key in [KEY_A, KEY_B, "0001020304", "f0e1d2c3"] {
+    for key in [key_a, key_b, &key_a[..10], &key_b[..8]] {
         assert!(!shown.contains(key), "{shown}");
     }
     let master = MasterKey::from_bytes([0xab; 32]);

@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ledger-api");
-/// A fixed master key for field encryption in tests.
-pub const MASTER_KEY: &str = "k1:0001020304050607080910111213141516171819202122232425262728293031";
+/// The master key for field encryption in this test process: generated once, at test
+/// time, and the same for every server the process starts (a restart reads its data).
+pub fn master_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| format!("k1:{}", hex::encode(ledger_api::util::random_bytes::<32>())))
+}
 
 /// A server process on `url`, listening on a free port.
 pub struct Server {
@@ -89,7 +93,7 @@ pub async fn start(storage: &[&str]) -> Server {
     args.extend(["serve", "--listen", &listen]);
     let child = Command::new(BIN)
         .args(&args)
-        .env("LEDGER_MASTER_KEY", MASTER_KEY)
+        .env("LEDGER_MASTER_KEY", master_key())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -115,7 +119,7 @@ pub fn create_tenant(data: &str, slug: &str) -> String {
     let created = Command::new(BIN)
         .args(["--data-dir", data, "tenant", "create", slug])
         .args(["--name", slug, "--admin", "Admin"])
-        .env("LEDGER_MASTER_KEY", MASTER_KEY)
+        .env("LEDGER_MASTER_KEY", master_key())
         .output()
         .expect("tenant create");
     assert!(

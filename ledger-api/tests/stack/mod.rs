@@ -11,7 +11,7 @@ use ledger_core::crypto::KeySet;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::process::{free_port, output_within, BIN, MASTER_KEY};
+use crate::process::{free_port, master_key, output_within, BIN};
 
 /// How long a command that should refuse its settings may run before the test fails:
 /// past it, it started instead.
@@ -103,7 +103,7 @@ impl Stack {
         Command::new(BIN)
             .args(&self.storage)
             .args(args)
-            .env("LEDGER_MASTER_KEY", MASTER_KEY)
+            .env("LEDGER_MASTER_KEY", master_key())
             .output()
             .expect("ledger-api")
     }
@@ -142,7 +142,7 @@ impl Stack {
             .args(["serve", "--listen", &listen])
             .args(default_limit)
             .args(&self.serve_args)
-            .env("LEDGER_MASTER_KEY", MASTER_KEY)
+            .env("LEDGER_MASTER_KEY", master_key())
             .env("RUST_LOG", "debug")
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
@@ -174,7 +174,7 @@ impl Stack {
                 .args(&self.storage)
                 .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
                 .args(args)
-                .env("LEDGER_MASTER_KEY", MASTER_KEY),
+                .env("LEDGER_MASTER_KEY", master_key()),
             REFUSAL_LIMIT,
         );
         assert!(!output.status.success(), "serve {args:?} exited 0");
