@@ -18,15 +18,9 @@ fn fuzz_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `shared/vectors` beside the checkout (or `LEDGER_VECTORS_DIR`), if there.
-fn vectors_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("LEDGER_VECTORS_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    fuzz_dir()
-        .ancestors()
-        .map(|a| a.join("shared").join("vectors"))
-        .find(|c| c.is_dir())
+/// The repository's copy of the outside vectors (tests/vectors/ at the root).
+fn vectors_dir() -> PathBuf {
+    fuzz_dir().join("..").join("tests").join("vectors")
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -198,7 +192,7 @@ fn write_seeds() {
     }
 
     // The shared conformance vectors.
-    let vectors = vectors_dir().expect("shared/vectors beside the checkout");
+    let vectors = vectors_dir();
     let exports = vectors.join("exports");
     // Read and written (not copied): the vectors are read-only, the seeds need not be.
     let copy = |from: &Path, to: PathBuf| {

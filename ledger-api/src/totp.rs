@@ -82,17 +82,7 @@ mod tests {
     use super::*;
 
     fn vectors() -> String {
-        let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("LEDGER_VECTORS_DIR")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                manifest
-                    .ancestors()
-                    .map(|a| a.join("shared").join("vectors"))
-                    .find(|c| c.is_dir())
-            })
-            .expect("shared/vectors");
-        std::fs::read_to_string(dir.join("crypto/rfc6238_totp.txt")).expect("rfc6238_totp.txt")
+        test_support::read_vector("crypto/rfc6238_totp.txt")
     }
 
     /// RFC 6238 Appendix B, as shipped in shared/vectors (8 digits there; the service

@@ -1,5 +1,5 @@
-//! The NATS JetStream relay against the real server on 127.0.0.1:4222 (`NATS_URL`
-//! overrides): the relay is killed (SIGKILL) while it publishes and restarted, and the
+//! The NATS JetStream relay against a real server (`NATS_URL`, or one started for this
+//! test binary): the relay is killed (SIGKILL) while it publishes and restarted, and the
 //! stream ends up holding every event of the tenant exactly once, ids `<tenant>:<seq>`.
 
 mod process;
@@ -13,9 +13,7 @@ use futures_util::StreamExt;
 use process::{master_key, BIN};
 use serde_json::Value;
 
-fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
-}
+use test_support::nats_url;
 
 /// Every message of `subject` in the stream, by `Nats-Msg-Id` (with its count).
 async fn messages(js: &jetstream::Context, subject: &str) -> BTreeMap<String, usize> {
@@ -101,7 +99,7 @@ async fn a_relay_killed_mid_stream_leaves_every_event_exactly_once() {
     let js = jetstream::new(
         async_nats::connect(nats_url())
             .await
-            .expect("NATS on 127.0.0.1:4222"),
+            .expect("NATS at NATS_URL"),
     );
     let subject = format!("ledger.{tenant}.events");
     let with_relay = ["--data-dir", data];

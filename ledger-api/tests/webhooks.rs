@@ -7,7 +7,7 @@
 mod process;
 mod stack;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -359,26 +359,9 @@ fn verify(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) ->
     header.split(' ').any(|signature| signature == expected)
 }
 
-fn vectors_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("LEDGER_VECTORS_DIR") {
-        return PathBuf::from(dir);
-    }
-    let mut dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")));
-    while let Some(current) = dir {
-        let candidate = current.join("shared").join("vectors");
-        if candidate.is_dir() {
-            return candidate;
-        }
-        dir = current.parent();
-    }
-    panic!(
-        "test vectors not found: no shared/vectors above the crate and LEDGER_VECTORS_DIR unset"
-    );
-}
-
 /// Our check accepts the reference vector, and refuses it changed.
 fn check_the_reference_vector() {
-    let path = vectors_dir()
+    let path = test_support::vectors_dir()
         .join("crypto")
         .join("standard_webhooks_sign.txt");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

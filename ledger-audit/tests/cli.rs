@@ -9,20 +9,8 @@ use ledger_audit::generate::{generate, Profile};
 use ledger_audit::{verify_file, Options};
 use ledger_core::verify::{verify_export, BreakLocation};
 
-fn vectors_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("LEDGER_VECTORS_DIR") {
-        return PathBuf::from(dir);
-    }
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|a| a.join("shared").join("vectors"))
-        .find(|c| c.is_dir())
-        .expect("shared/vectors beside the checkout, or LEDGER_VECTORS_DIR")
-}
-
 fn exports() -> PathBuf {
-    vectors_dir().join("exports")
+    test_support::vectors_dir().join("exports")
 }
 
 fn audit(args: &[&str]) -> Output {

@@ -147,8 +147,7 @@ fn sqlite_a_stored_tenant_exports_and_verifies() {
 
 #[test]
 fn postgres_a_stored_tenant_exports_verifies_and_an_edited_row_is_caught_at_its_seq() {
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin_url = test_support::database_url();
     let name = format!("ledger_audit_{}", std::process::id());
     let url = match admin_url.rfind('/') {
         Some(i) => format!("{}/{name}", &admin_url[..i]),

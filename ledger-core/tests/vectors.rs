@@ -1,6 +1,11 @@
-//! The outside vectors of shared/vectors, used as they are.
+//! The outside vectors, used as they are, from the repository's byte-for-byte copy
+//! (tests/vectors/), which is held equal to shared/vectors wherever that is beside the
+//! checkout.
 
 mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use common::{read_vector, vectors_dir};
 use ledger_core::canonical;
@@ -199,5 +204,93 @@ fn checkpoint_signatures_answered_by_the_caller_or_not_give_the_same_verdict() {
     assert!(
         checkpoint_breaks >= 1,
         "a checkpoint break is among the vectors"
+    );
+}
+
+/// Every file under `dir`, by its path relative to `dir`, with its bytes.
+fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).expect("under dir");
+                let bytes = std::fs::read(&path).expect("read");
+                files.insert(relative.display().to_string(), bytes);
+            }
+        }
+    }
+    files
+}
+
+/// The differences between two trees of files: the paths missing from either, and those
+/// whose bytes differ.
+fn differences(copy: &Path, original: &Path) -> Vec<String> {
+    let copy = files_under(copy);
+    let original = files_under(original);
+    let mut differences = Vec::new();
+    for (path, bytes) in &original {
+        match copy.get(path) {
+            None => differences.push(format!("{path}: missing from the copy")),
+            Some(copied) if copied != bytes => differences.push(format!("{path}: bytes differ")),
+            Some(_) => {}
+        }
+    }
+    for path in copy.keys().filter(|path| !original.contains_key(*path)) {
+        differences.push(format!("{path}: only in the copy"));
+    }
+    differences
+}
+
+#[test]
+fn the_repository_copy_is_byte_for_byte_the_outside_vectors() {
+    let copy = vectors_dir();
+    assert!(
+        files_under(&copy).len() > 10,
+        "{}: too few files",
+        copy.display()
+    );
+    match test_support::outside_vectors_dir() {
+        Some(original) => {
+            let differences = differences(&copy, &original);
+            assert!(
+                differences.is_empty(),
+                "tests/vectors differs from {} (never edit either; copy the outside set \
+                 again): {differences:#?}",
+                original.display()
+            );
+        }
+        None => eprintln!("no shared/vectors beside the checkout: only the copy is used"),
+    }
+}
+
+#[test]
+fn the_copy_check_notices_one_changed_byte() {
+    let original = tempfile::tempdir().expect("tempdir");
+    let copy = tempfile::tempdir().expect("tempdir");
+    for dir in [original.path(), copy.path()] {
+        std::fs::create_dir(dir.join("crypto")).expect("mkdir");
+        std::fs::write(dir.join("crypto/a.txt"), b"abc").expect("write");
+        std::fs::write(dir.join("b.txt"), b"xyz").expect("write");
+    }
+    assert_eq!(
+        differences(copy.path(), original.path()),
+        Vec::<String>::new()
+    );
+    std::fs::write(copy.path().join("crypto/a.txt"), b"abd").expect("write");
+    std::fs::write(copy.path().join("c.txt"), b"new").expect("write");
+    std::fs::remove_file(copy.path().join("b.txt")).expect("remove");
+    let mut found = differences(copy.path(), original.path());
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "b.txt: missing from the copy",
+            "c.txt: only in the copy",
+            "crypto/a.txt: bytes differ"
+        ]
     );
 }

@@ -403,26 +403,8 @@ mod tests {
 
     use super::*;
 
-    fn vectors_dir() -> PathBuf {
-        if let Some(dir) = std::env::var_os("LEDGER_VECTORS_DIR") {
-            return PathBuf::from(dir);
-        }
-        let mut dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")));
-        while let Some(current) = dir {
-            let candidate = current.join("shared").join("vectors");
-            if candidate.is_dir() {
-                return candidate;
-            }
-            dir = current.parent();
-        }
-        panic!(
-            "test vectors not found: no shared/vectors above {} and LEDGER_VECTORS_DIR unset",
-            env!("CARGO_MANIFEST_DIR")
-        );
-    }
-
     fn read_vectors(name: &str) -> String {
-        let path = vectors_dir().join("crypto").join(name);
+        let path = test_support::vectors_dir().join("crypto").join(name);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 

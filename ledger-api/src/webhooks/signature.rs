@@ -74,31 +74,11 @@ mod tests {
     //! Against the Standard Webhooks reference vector (which must be present: a
     //! missing vectors directory fails the test rather than skipping it).
 
-    use std::path::{Path, PathBuf};
-
     use super::*;
-
-    fn vectors_dir() -> PathBuf {
-        if let Some(dir) = std::env::var_os("LEDGER_VECTORS_DIR") {
-            return PathBuf::from(dir);
-        }
-        let mut dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")));
-        while let Some(current) = dir {
-            let candidate = current.join("shared").join("vectors");
-            if candidate.is_dir() {
-                return candidate;
-            }
-            dir = current.parent();
-        }
-        panic!(
-            "test vectors not found: no shared/vectors above {} and LEDGER_VECTORS_DIR unset",
-            env!("CARGO_MANIFEST_DIR")
-        );
-    }
 
     #[test]
     fn the_standard_webhooks_vector() {
-        let path = vectors_dir()
+        let path = test_support::vectors_dir()
             .join("crypto")
             .join("standard_webhooks_sign.txt");
         let text =

@@ -52,8 +52,7 @@ impl Stack {
                 None,
             ),
             Backend::Postgres => {
-                let admin = std::env::var("DATABASE_URL")
-                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+                let admin = test_support::database_url();
                 let nanos = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.subsec_nanos())

@@ -1,5 +1,5 @@
 //! Test databases: SQLite in a temp dir, PostgreSQL as a fresh database per test on
-//! `DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/postgres), dropped after
+//! `DATABASE_URL` (or a cluster started for the test binary: `test_support`), dropped after
 //! the test whether it passed or not. No mocks.
 
 #![allow(dead_code)] // Each test binary uses part of this.
@@ -22,10 +22,7 @@ pub enum Backend {
     Postgres,
 }
 
-pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
+pub use test_support::database_url;
 
 fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
