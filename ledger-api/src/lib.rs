@@ -15,6 +15,7 @@ pub mod relay;
 pub mod routes;
 pub mod state;
 pub mod stream;
+pub mod tls;
 pub mod totp;
 pub mod util;
 pub mod wal;

@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Serve the HTTP API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations.
     Migrate,
     /// Tenants.
@@ -71,9 +71,14 @@ struct ServeArgs {
     #[arg(long, env = "LEDGER_RATE_PER_IP", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(1..))]
     rate_per_ip: u32,
-    /// Publish every committed event to NATS JetStream (`nats://host:port`).
+    /// Publish every committed event to NATS JetStream (`nats://host:port`, or
+    /// `tls://host:port` for TLS only).
     #[arg(long, env = "NATS_URL")]
     nats_url: Option<String>,
+    /// PEM CA certificates the NATS server's certificate must chain to (default: the
+    /// system's roots).
+    #[arg(long, env = "NATS_CA_FILE", requires = "nats_url")]
+    nats_ca_file: Option<std::path::PathBuf>,
     /// Requests per minute per client IP on invite redemption and TOTP confirmation, and
     /// per API key on a person's requests that carry a one-time code.
     #[arg(long, env = "LEDGER_RATE_SENSITIVE_PER_MINUTE", default_value_t = 20,
@@ -89,6 +94,8 @@ struct ServeArgs {
     /// the log over (1 to 9 999).
     #[arg(long, env = "LEDGER_WAL_RESET_FRAMES", default_value_t = ledger_store::sqlite::WAL_RESET_FRAMES)]
     wal_reset_frames: i64,
+    #[command(flatten)]
+    tls: ledger_api::tls::TlsArgs,
 }
 
 impl Default for ServeArgs {
@@ -99,9 +106,11 @@ impl Default for ServeArgs {
             rate_per_ip: 5000,
             rate_sensitive_per_minute: 20,
             nats_url: None,
+            nats_ca_file: None,
             webhooks: ledger_api::webhooks::WebhookArgs::default(),
             read_wait_ms: 5000,
             wal_reset_frames: ledger_store::sqlite::WAL_RESET_FRAMES,
+            tls: ledger_api::tls::TlsArgs::default(),
         }
     }
 }
@@ -149,6 +158,10 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
     let webhooks = args.webhooks.validate()?;
     let read_wait = ledger_api::config::read_wait(args.read_wait_ms)?;
     let wal_reset_frames = ledger_api::config::wal_reset_frames(args.wal_reset_frames)?;
+    let tls = match args.tls.files() {
+        Some(files) => Some(ledger_api::tls::ReloadingConfig::load(files)?),
+        None => None,
+    };
     let mut state = storage
         .app_state(LimitConfig {
             per_key: args.rate_per_key,
@@ -159,12 +172,27 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
     state.webhooks = std::sync::Arc::new(webhooks);
     state.read_wait = read_wait;
     state.projector.start();
-    let app = ledger_api::app(state.clone());
+    let app = match tls {
+        Some(_) => ledger_api::app(state.clone()).layer(
+            tower_http::set_header::SetResponseHeaderLayer::overriding(
+                axum::http::header::STRICT_TRANSPORT_SECURITY,
+                axum::http::HeaderValue::from_static(ledger_api::tls::STRICT_TRANSPORT_SECURITY),
+            ),
+        ),
+        None => ledger_api::app(state.clone()),
+    };
     if let Some(url) = args.nats_url.clone() {
-        if !url.starts_with("nats://") && !url.contains(':') {
-            anyhow::bail!("--nats-url / NATS_URL: expected nats://host:port");
+        if !url.starts_with("nats://") && !url.starts_with("tls://") && !url.contains(':') {
+            anyhow::bail!("--nats-url / NATS_URL: expected nats://host:port or tls://host:port");
         }
-        tokio::spawn(ledger_api::relay::run(state.store.clone(), url));
+        if let Some(ca) = &args.nats_ca_file {
+            ledger_api::tls::read_certificates("--nats-ca-file / NATS_CA_FILE", ca)?;
+        }
+        let target = ledger_api::relay::NatsTarget {
+            url,
+            ca_file: args.nats_ca_file.clone(),
+        };
+        tokio::spawn(ledger_api::relay::run(state.store.clone(), target));
     }
     tokio::spawn(ledger_api::webhooks::delivery::run(state.clone()));
     if let ledger_store::Store::Sqlite(sqlite) = &state.store {
@@ -177,15 +205,24 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("--listen / LEDGER_LISTEN: cannot bind {address}"))?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
+    let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    };
+    tracing::info!(address = %listener.local_addr()?, tls = tls.is_some(), "listening");
+    match tls {
+        Some(config) => {
+            config.clone().reload_on_hangup()?;
+            ledger_api::tls::serve(listener, app, config, shutdown).await?;
+        }
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        }
+    }
     state.store.close().await;
     Ok(())
 }
@@ -280,8 +317,8 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Cmd::Serve(ServeArgs::default())) {
-        Cmd::Serve(args) => serve(&cli.storage, args).await,
+    match cli.command.unwrap_or_else(|| Cmd::Serve(Box::default())) {
+        Cmd::Serve(args) => serve(&cli.storage, *args).await,
         Cmd::Migrate => {
             let store = cli.storage.open().await?;
             store.migrate().await.context("migrate")?;

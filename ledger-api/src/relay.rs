@@ -138,9 +138,35 @@ pub async fn relay_tenant(
 }
 
 /// Runs the relay until the process ends: every tenant, round after round.
-pub async fn run(store: Store, url: String) {
+/// Where the relay publishes: a `nats://` or `tls://` URL, and the CA file that a TLS
+/// server's certificate must chain to (the system's roots otherwise).
+#[derive(Debug, Clone)]
+pub struct NatsTarget {
+    /// `nats://host:port`, or `tls://host:port` for TLS only.
+    pub url: String,
+    /// PEM CA certificates to trust (`--nats-ca-file`).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl NatsTarget {
+    /// Connects: over TLS for `tls://` (or when the server demands it), trusting the CA
+    /// file when there is one.
+    pub async fn connect(&self) -> Result<async_nats::Client, RelayError> {
+        let mut options = async_nats::ConnectOptions::new();
+        if self.url.starts_with("tls://") {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &self.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        options.connect(self.url.as_str()).await.map_err(nats)
+    }
+}
+
+/// Publishes for as long as the process runs, reconnecting after a failure.
+pub async fn run(store: Store, target: NatsTarget) {
     loop {
-        match round_forever(&store, &url).await {
+        match round_forever(&store, &target).await {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(error = %error, "relay: retrying in 1 s");
@@ -150,8 +176,8 @@ pub async fn run(store: Store, url: String) {
     }
 }
 
-async fn round_forever(store: &Store, url: &str) -> Result<(), RelayError> {
-    let client = async_nats::connect(url).await.map_err(nats)?;
+async fn round_forever(store: &Store, target: &NatsTarget) -> Result<(), RelayError> {
+    let client = target.connect().await?;
     let js = jetstream::new(client);
     ensure_stream(&js).await?;
     loop {

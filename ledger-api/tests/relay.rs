@@ -178,3 +178,93 @@ async fn a_relay_killed_mid_stream_leaves_every_event_exactly_once() {
         "a republished event was stored twice"
     );
 }
+
+/// A test CA's certificate (PEM) and a certificate it signed for localhost and
+/// 127.0.0.1, with its key, written into `dir`; nats-server's TLS arguments.
+fn nats_tls_files(dir: &std::path::Path) -> Vec<String> {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ledger test NATS CA");
+    let ca = params.self_signed(&ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("params");
+    let server = params
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server certificate");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("ca");
+    std::fs::write(dir.join("server.crt"), server.pem()).expect("crt");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("key");
+    vec![
+        "--tls".to_owned(),
+        "--tlscert".to_owned(),
+        dir.join("server.crt").display().to_string(),
+        "--tlskey".to_owned(),
+        dir.join("server.key").display().to_string(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_over_tls_to_a_server_of_a_private_ca() {
+    let nats = test_support::start_nats_with(nats_tls_files);
+    let url = format!("tls://localhost:{}", nats.port);
+    let ca = nats.dir.join("ca.pem");
+
+    // Without the CA the server's certificate is not trusted; a plain client is refused.
+    let untrusted = ledger_api::relay::NatsTarget {
+        url: url.clone(),
+        ca_file: None,
+    };
+    assert!(
+        untrusted.connect().await.is_err(),
+        "an unknown CA was trusted"
+    );
+    let trusted = ledger_api::relay::NatsTarget {
+        url: url.clone(),
+        ca_file: Some(ca.clone()),
+    };
+    let js = jetstream::new(trusted.connect().await.expect("TLS with the CA"));
+
+    let tenant = format!("relay-tls-{}", std::process::id());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("path");
+    process::create_tenant(data, &tenant);
+    let mut relay = Command::new(BIN)
+        .args(["--data-dir", data, "serve", "--listen"])
+        .arg(format!("127.0.0.1:{}", process::free_port()))
+        .env("LEDGER_MASTER_KEY", master_key())
+        .env("NATS_URL", &url)
+        .env("NATS_CA_FILE", &ca)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let store = ledger_store::Store::Sqlite(
+        ledger_store::SqliteStore::open(&dir.path().join("ledger.db"))
+            .await
+            .expect("open"),
+    );
+    let tenant_id: ledger_core::ids::TenantId = tenant.parse().expect("tenant");
+    let head = store.head(&tenant_id).await.expect("head").seq;
+    assert!(head > 0, "tenant create appended nothing");
+    let subject = format!("ledger.{tenant}.events");
+    let mut seen = BTreeMap::new();
+    for _ in 0..200 {
+        seen = messages(&js, &subject).await;
+        if seen.len() as u64 >= head {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    relay.kill().expect("kill");
+    relay.wait().expect("wait");
+    let expected: Vec<String> = (1..=head).map(|seq| format!("{tenant}:{seq}")).collect();
+    let mut got: Vec<String> = seen.keys().cloned().collect();
+    got.sort_by_key(|id| id.rsplit(':').next().and_then(|s| s.parse::<u64>().ok()));
+    assert_eq!(got, expected, "every event over TLS");
+}
