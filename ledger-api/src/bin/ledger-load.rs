@@ -50,6 +50,9 @@ struct Args {
     /// load, to measure how long an event takes to reach a subscriber.
     #[arg(long, default_value_t = 0)]
     sse_tenants: usize,
+    /// PEM CA certificate to trust for an `https://` base (a server under a private CA).
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 /// Opens one tenant's SSE stream at its head: only events committed from now count.
@@ -271,9 +274,14 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients)
-        .build()?;
+    let mut builder = reqwest::Client::builder().pool_max_idle_per_host(args.clients);
+    if let Some(path) = &args.ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?;
+        builder = builder.add_root_certificate(
+            reqwest::Certificate::from_pem(&pem).context("--ca-file: not a PEM certificate")?,
+        );
+    }
+    let client = builder.build()?;
     let started = Instant::now();
     let mut tenants = Vec::new();
     for n in 0..args.tenants {
