@@ -74,6 +74,11 @@ struct ServeArgs {
     /// Publish every committed event to NATS JetStream (`nats://host:port`).
     #[arg(long, env = "NATS_URL")]
     nats_url: Option<String>,
+    /// Replicas of the JetStream stream when the relay creates it (1 to 5; 3 on a
+    /// three-node NATS cluster, so that the stream survives the loss of a node).
+    #[arg(long, env = "LEDGER_NATS_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    nats_replicas: u8,
     /// Requests per minute per client IP on invite redemption and TOTP confirmation, and
     /// per API key on a person's requests that carry a one-time code.
     #[arg(long, env = "LEDGER_RATE_SENSITIVE_PER_MINUTE", default_value_t = 20,
@@ -99,6 +104,7 @@ impl Default for ServeArgs {
             rate_per_ip: 5000,
             rate_sensitive_per_minute: 20,
             nats_url: None,
+            nats_replicas: 1,
             webhooks: ledger_api::webhooks::WebhookArgs::default(),
             read_wait_ms: 5000,
             wal_reset_frames: ledger_store::sqlite::WAL_RESET_FRAMES,
@@ -164,7 +170,11 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
         if !url.starts_with("nats://") && !url.contains(':') {
             anyhow::bail!("--nats-url / NATS_URL: expected nats://host:port");
         }
-        tokio::spawn(ledger_api::relay::run(state.store.clone(), url));
+        tokio::spawn(ledger_api::relay::run(
+            state.store.clone(),
+            url,
+            usize::from(args.nats_replicas),
+        ));
     }
     tokio::spawn(ledger_api::webhooks::delivery::run(state.clone()));
     if let ledger_store::Store::Sqlite(sqlite) = &state.store {

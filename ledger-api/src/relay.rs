@@ -54,9 +54,20 @@ pub fn subject(tenant: &TenantId) -> String {
     format!("ledger.{tenant}.events")
 }
 
-/// Creates the stream if it does not exist.
+/// Creates the stream if it does not exist (one replica).
 pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, RelayError> {
+    ensure_stream_replicated(js, 1).await
+}
+
+/// Creates the stream if it does not exist, kept on `replicas` servers of the NATS
+/// cluster (`--nats-replicas`; JetStream allows 1 to 5). An existing stream is used as
+/// it is: its replica count is changed with the NATS tools, not here.
+pub async fn ensure_stream_replicated(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<stream::Stream, RelayError> {
     js.get_or_create_stream(stream::Config {
+        num_replicas: replicas,
         name: STREAM.to_owned(),
         subjects: vec![SUBJECTS.to_owned()],
         duplicate_window: DUPLICATE_WINDOW,
@@ -137,10 +148,11 @@ pub async fn relay_tenant(
     Ok(page.len())
 }
 
-/// Runs the relay until the process ends: every tenant, round after round.
-pub async fn run(store: Store, url: String) {
+/// Runs the relay until the process ends: every tenant, round after round; the stream
+/// is created with `replicas` replicas if absent.
+pub async fn run(store: Store, url: String, replicas: usize) {
     loop {
-        match round_forever(&store, &url).await {
+        match round_forever(&store, &url, replicas).await {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(error = %error, "relay: retrying in 1 s");
@@ -150,10 +162,17 @@ pub async fn run(store: Store, url: String) {
     }
 }
 
-async fn round_forever(store: &Store, url: &str) -> Result<(), RelayError> {
-    let client = async_nats::connect(url).await.map_err(nats)?;
+async fn round_forever(store: &Store, url: &str, replicas: usize) -> Result<(), RelayError> {
+    // `NATS_URL` may name several servers of a cluster, comma-separated; the client also
+    // learns the others from the one it reaches, and fails over between them.
+    let servers = url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(nats)?;
+    let client = async_nats::connect(servers).await.map_err(nats)?;
     let js = jetstream::new(client);
-    ensure_stream(&js).await?;
+    ensure_stream_replicated(&js, replicas).await?;
     loop {
         let mut published = 0;
         for tenant in store.indexed_tenants().await? {
