@@ -79,6 +79,11 @@ struct ServeArgs {
     /// system's roots).
     #[arg(long, env = "NATS_CA_FILE", requires = "nats_url")]
     nats_ca_file: Option<std::path::PathBuf>,
+    /// Replicas of the JetStream stream when the relay creates it (1 to 5; 3 on a
+    /// three-node NATS cluster, so that the stream survives the loss of a node).
+    #[arg(long, env = "LEDGER_NATS_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    nats_replicas: u8,
     /// Requests per minute per client IP on invite redemption and TOTP confirmation, and
     /// per API key on a person's requests that carry a one-time code.
     #[arg(long, env = "LEDGER_RATE_SENSITIVE_PER_MINUTE", default_value_t = 20,
@@ -107,6 +112,7 @@ impl Default for ServeArgs {
             rate_sensitive_per_minute: 20,
             nats_url: None,
             nats_ca_file: None,
+            nats_replicas: 1,
             webhooks: ledger_api::webhooks::WebhookArgs::default(),
             read_wait_ms: 5000,
             wal_reset_frames: ledger_store::sqlite::WAL_RESET_FRAMES,
@@ -191,6 +197,7 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
         let target = ledger_api::relay::NatsTarget {
             url,
             ca_file: args.nats_ca_file.clone(),
+            replicas: usize::from(args.nats_replicas),
         };
         tokio::spawn(ledger_api::relay::run(state.store.clone(), target));
     }

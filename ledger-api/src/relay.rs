@@ -54,9 +54,20 @@ pub fn subject(tenant: &TenantId) -> String {
     format!("ledger.{tenant}.events")
 }
 
-/// Creates the stream if it does not exist.
+/// Creates the stream if it does not exist (one replica).
 pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, RelayError> {
+    ensure_stream_replicated(js, 1).await
+}
+
+/// Creates the stream if it does not exist, kept on `replicas` servers of the NATS
+/// cluster (`--nats-replicas`; JetStream allows 1 to 5). An existing stream is used as
+/// it is: its replica count is changed with the NATS tools, not here.
+pub async fn ensure_stream_replicated(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<stream::Stream, RelayError> {
     js.get_or_create_stream(stream::Config {
+        num_replicas: replicas,
         name: STREAM.to_owned(),
         subjects: vec![SUBJECTS.to_owned()],
         duplicate_window: DUPLICATE_WINDOW,
@@ -137,7 +148,6 @@ pub async fn relay_tenant(
     Ok(page.len())
 }
 
-/// Runs the relay until the process ends: every tenant, round after round.
 /// Where the relay publishes: a `nats://` or `tls://` URL, and the CA file that a TLS
 /// server's certificate must chain to (the system's roots otherwise).
 #[derive(Debug, Clone)]
@@ -146,12 +156,22 @@ pub struct NatsTarget {
     pub url: String,
     /// PEM CA certificates to trust (`--nats-ca-file`).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Replicas of the stream when the relay creates it.
+    pub replicas: usize,
 }
 
 impl NatsTarget {
     /// Connects: over TLS for `tls://` (or when the server demands it), trusting the CA
-    /// file when there is one.
+    /// file when there is one. The URL may name several servers of a cluster,
+    /// comma-separated; the client also learns the others from the one it reaches, and
+    /// fails over between them.
     pub async fn connect(&self) -> Result<async_nats::Client, RelayError> {
+        let servers = self
+            .url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(nats)?;
         let mut options = async_nats::ConnectOptions::new();
         if self.url.starts_with("tls://") {
             options = options.require_tls(true);
@@ -159,11 +179,12 @@ impl NatsTarget {
         if let Some(ca) = &self.ca_file {
             options = options.add_root_certificates(ca.clone());
         }
-        options.connect(self.url.as_str()).await.map_err(nats)
+        options.connect(servers).await.map_err(nats)
     }
 }
 
-/// Publishes for as long as the process runs, reconnecting after a failure.
+/// Runs the relay until the process ends: every tenant, round after round, reconnecting
+/// after a failure; the stream is created with the target's replicas if absent.
 pub async fn run(store: Store, target: NatsTarget) {
     loop {
         match round_forever(&store, &target).await {
@@ -179,7 +200,7 @@ pub async fn run(store: Store, target: NatsTarget) {
 async fn round_forever(store: &Store, target: &NatsTarget) -> Result<(), RelayError> {
     let client = target.connect().await?;
     let js = jetstream::new(client);
-    ensure_stream(&js).await?;
+    ensure_stream_replicated(&js, target.replicas).await?;
     loop {
         let mut published = 0;
         for tenant in store.indexed_tenants().await? {

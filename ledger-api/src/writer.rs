@@ -767,7 +767,18 @@ impl TenantWriter {
         }
         for _attempt in 0..CONFLICT_RETRIES {
             let (decided, sealed, start_head) = self.decide_group(&writes, &already);
-            let result = if sealed.is_empty() {
+            let refused = decided.iter().any(|d| matches!(d, Decided::Refused(_)));
+            let result = if sealed.is_empty() && refused {
+                // Nothing to append, so no conflict would tell that another process
+                // moved the chain (several processes share a PostgreSQL database): a
+                // refusal decided on a stale state (an object another process created)
+                // is answered only once the stored head is the one decided on.
+                match self.store.head(&self.tenant).await {
+                    Ok(actual) if actual != start_head => Err(AppendError::Conflict { actual }),
+                    Ok(_) => Ok(start_head),
+                    Err(error) => Err(AppendError::Store(error)),
+                }
+            } else if sealed.is_empty() {
                 Ok(start_head)
             } else {
                 self.committer

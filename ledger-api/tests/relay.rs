@@ -219,6 +219,7 @@ async fn the_relay_publishes_over_tls_to_a_server_of_a_private_ca() {
     let untrusted = ledger_api::relay::NatsTarget {
         url: url.clone(),
         ca_file: None,
+        replicas: 1,
     };
     assert!(
         untrusted.connect().await.is_err(),
@@ -227,6 +228,7 @@ async fn the_relay_publishes_over_tls_to_a_server_of_a_private_ca() {
     let trusted = ledger_api::relay::NatsTarget {
         url: url.clone(),
         ca_file: Some(ca.clone()),
+        replicas: 1,
     };
     let js = jetstream::new(trusted.connect().await.expect("TLS with the CA"));
 

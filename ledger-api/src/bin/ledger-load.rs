@@ -6,12 +6,23 @@
 //! approvals by a second person (each approval right after its request), as the bulk of
 //! a payments team's traffic.
 //!
+//! Every measured command carries an `Idempotency-Key`. A command that meets a
+//! connection error, a timeout, a 502/503/504, a 429 or a 409 `idempotency_in_progress`
+//! is sent again with the same key (after its Retry-After, at most one second) for up to
+//! `--retry-seconds`, so that a retry across a database failover either replays the
+//! first answer or applies once. With `--acknowledged FILE`, every 2xx answer is written
+//! down (one tab-separated line: when the answering attempt was sent and answered, in
+//! Unix ms; the tenant; `payout.requested` or `payout.approved`; the payout; the
+//! `Ledger-Seq` header, `-` on a replay), for a check against the chain afterwards
+//! (deploy/ha/failover-test).
+//!
 //! Example: see docs/PERFORMANCE.md.
 
 #![allow(clippy::print_stdout)] // A benchmark reports on stdout.
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -50,9 +61,132 @@ struct Args {
     /// load, to measure how long an event takes to reach a subscriber.
     #[arg(long, default_value_t = 0)]
     sse_tenants: usize,
+    /// How long a measured command is retried (same Idempotency-Key) after a connection
+    /// error, a timeout, 502/503/504, 429 or 409 `idempotency_in_progress`.
+    #[arg(long, default_value_t = 60)]
+    retry_seconds: u64,
+    /// Per-attempt timeout of a measured command, in seconds.
+    #[arg(long, default_value_t = 10)]
+    attempt_seconds: u64,
+    /// Write every acknowledged (2xx) command to this file, one line each.
+    #[arg(long)]
+    acknowledged: Option<std::path::PathBuf>,
     /// PEM CA certificate to trust for an `https://` base (a server under a private CA).
     #[arg(long)]
     ca_file: Option<std::path::PathBuf>,
+}
+
+/// Unix time in milliseconds.
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// A 2xx answer to a measured command.
+struct Acknowledged {
+    body: Value,
+    /// The `Ledger-Seq` header (absent on an idempotent replay).
+    seq: Option<u64>,
+    /// When the attempt that got the answer was sent, Unix ms.
+    sent_ms: u128,
+    /// When it was answered, Unix ms.
+    answered_ms: u128,
+}
+
+/// Whether an answer is worth the same request again: the service (or the balancer)
+/// could not serve it now, and nothing in it says the command was refused.
+fn retryable(status: reqwest::StatusCode, body: &Value) -> bool {
+    matches!(status.as_u16(), 429 | 502 | 503 | 504)
+        || (status.as_u16() == 409 && body["code"] == "idempotency_in_progress")
+}
+
+/// Posts a measured command under `idempotency_key`, retrying as the module says.
+#[allow(clippy::too_many_arguments)]
+async fn post_retried(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    path: &str,
+    body: &Value,
+    idempotency_key: &str,
+    attempt: Duration,
+    retry: Duration,
+    retries: &AtomicUsize,
+) -> anyhow::Result<Acknowledged> {
+    let deadline = Instant::now() + retry;
+    loop {
+        let sent_ms = unix_ms();
+        let sent = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(key)
+            .header("Idempotency-Key", idempotency_key)
+            .timeout(attempt)
+            .json(body)
+            .send()
+            .await;
+        let wait = match sent {
+            Err(error) => {
+                if Instant::now() >= deadline {
+                    bail!("{path}: {error}");
+                }
+                Duration::from_millis(200)
+            }
+            Ok(response) => {
+                let status = response.status();
+                let seq = response
+                    .headers()
+                    .get("ledger-seq")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                let answer: Value = match response.json().await {
+                    Ok(answer) => answer,
+                    // The answer was cut off: whether it was a 2xx is unknown; ask again.
+                    Err(_) if Instant::now() < deadline => {
+                        retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    Err(error) => bail!("{path}: {status} {error}"),
+                };
+                if status.is_success() {
+                    return Ok(Acknowledged {
+                        body: answer,
+                        seq,
+                        sent_ms,
+                        answered_ms: unix_ms(),
+                    });
+                }
+                if !retryable(status, &answer) || Instant::now() >= deadline {
+                    bail!("{path}: {status} {answer}");
+                }
+                Duration::from_millis(retry_after.map_or(200, |s| s.saturating_mul(1000)))
+                    .min(Duration::from_secs(1))
+            }
+        };
+        retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The `--acknowledged` file, shared by the clients.
+type AckFile = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
+
+fn write_ack(file: Option<&AckFile>, slug: &str, kind: &str, payout: &str, ack: &Acknowledged) {
+    let Some(file) = file else { return };
+    let seq = ack.seq.map_or_else(|| "-".to_owned(), |s| s.to_string());
+    if let Ok(mut file) = file.lock() {
+        let _ = writeln!(
+            file,
+            "{}\t{}\t{slug}\t{kind}\t{payout}\t{seq}",
+            ack.sent_ms, ack.answered_ms
+        );
+    }
 }
 
 /// Opens one tenant's SSE stream at its head: only events committed from now count.
@@ -110,6 +244,7 @@ async fn follow(mut response: reqwest::Response, deadline: Instant) -> anyhow::R
 }
 
 struct Tenant {
+    slug: String,
     requester: String,
     approver: String,
     account: String,
@@ -254,6 +389,7 @@ async fn setup(args: &Args, client: &reqwest::Client, n: usize) -> anyhow::Resul
     )
     .await?;
     Ok(Tenant {
+        slug,
         requester: keys[0].clone(),
         approver: keys[1].clone(),
         account,
@@ -298,31 +434,53 @@ async fn main() -> anyhow::Result<()> {
     }
     let tenants = Arc::new(tenants);
     let errors = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicUsize::new(0));
+    let acknowledged: Option<AckFile> = match &args.acknowledged {
+        None => None,
+        Some(path) => Some(Arc::new(Mutex::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("--acknowledged {path:?}"))?,
+        )))),
+    };
+    let (attempt, retry) = (
+        Duration::from_secs(args.attempt_seconds),
+        Duration::from_secs(args.retry_seconds),
+    );
+    let run = format!("{}-{}-{}", args.prefix, std::process::id(), unix_ms());
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut workers = Vec::new();
     for worker in 0..args.clients {
-        let (client, tenants, errors) = (client.clone(), Arc::clone(&tenants), Arc::clone(&errors));
-        let base = args.base.clone();
+        let (client, tenants, errors, retries) = (
+            client.clone(),
+            Arc::clone(&tenants),
+            Arc::clone(&errors),
+            Arc::clone(&retries),
+        );
+        let (base, run, acknowledged) = (args.base.clone(), run.clone(), acknowledged.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = worker;
             while Instant::now() < deadline {
                 let tenant = &tenants[n % tenants.len()];
+                let key = format!("{run}-{worker}-{n}");
                 n += 1;
                 let body = json!({"account": tenant.account, "payee": tenant.payee, "amount": "1.00", "currency": "EUR", "reference": "load"});
                 let t0 = Instant::now();
-                let requested = post(&client, &base, Some(&tenant.requester), "/v1/payouts", body).await;
+                let requested = post_retried(&client, &base, &tenant.requester, "/v1/payouts", &body, &format!("{key}-r"), attempt, retry, &retries).await;
                 latencies.push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
                 let Ok(requested) = requested else {
                     errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let Some(payout) = requested["payout"].as_str() else { continue };
+                let Some(payout) = requested.body["payout"].as_str().map(str::to_owned) else { continue };
+                write_ack(acknowledged.as_ref(), &tenant.slug, "payout.requested", &payout, &requested);
                 let t1 = Instant::now();
-                let approved = post(&client, &base, Some(&tenant.approver), &format!("/v1/payouts/{payout}/approve"), json!({})).await;
+                let approved = post_retried(&client, &base, &tenant.approver, &format!("/v1/payouts/{payout}/approve"), &json!({}), &format!("{key}-a"), attempt, retry, &retries).await;
                 latencies.push(u64::try_from(t1.elapsed().as_micros()).unwrap_or(u64::MAX));
-                if approved.is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                match approved {
+                    Ok(approved) => write_ack(acknowledged.as_ref(), &tenant.slug, "payout.approved", &payout, &approved),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             latencies
@@ -344,6 +502,12 @@ async fn main() -> anyhow::Result<()> {
     }
     sse.sort_unstable();
     latencies.sort_unstable();
+    if let Some(file) = &acknowledged {
+        file.lock()
+            .map_err(|_| anyhow::anyhow!("--acknowledged: poisoned"))?
+            .flush()
+            .context("--acknowledged")?;
+    }
     let commands = latencies.len();
     let per_second = commands as u128 * 1_000_000 / elapsed.as_micros().max(1);
     println!(
@@ -354,6 +518,7 @@ async fn main() -> anyhow::Result<()> {
             "seconds": elapsed.as_secs(),
             "commands": commands,
             "errors": errors.load(Ordering::Relaxed),
+            "retries": retries.load(Ordering::Relaxed),
             "commands_per_second": per_second as u64,
             "p50_ms": percentile(&latencies, 0.50) / 1000,
             "p99_ms": percentile(&latencies, 0.99) / 1000,
