@@ -10,7 +10,7 @@ HA_DIR=${HA_DIR:-/tmp/ledger-ha}
 HA_BIN=${HA_BIN:-$HA_REPO/target/release}
 HA_APIS=${HA_APIS:-3}          # ledger-api serve processes behind the balancer (1 to 3)
 HA_NATS=${HA_NATS:-1}          # 0: no NATS cluster, no relay
-HA_BALANCE=${HA_BALANCE:-roundrobin}
+HA_BALANCE=${HA_BALANCE:-source}  # see docs/OPERATIONS.md: a tenant on one process
 
 # Ports (none of the system's 5432, 4222, 8080).
 ETCD_CLIENT=25379
@@ -92,8 +92,8 @@ start_patroni() {
 postmaster_pid() { head -1 "$HA_DIR/pg$1/data/postmaster.pid" 2>/dev/null || true; }
 
 # Patroni's role of node N: 200 from /primary on the leader.
-is_primary() { curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${PATRONI_PORTS[$(($1 - 1))]}/primary"; }
-is_sync_standby() { curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${PATRONI_PORTS[$(($1 - 1))]}/sync"; }
+is_primary() { curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:${PATRONI_PORTS[$(($1 - 1))]}/primary"; }
+is_sync_standby() { curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:${PATRONI_PORTS[$(($1 - 1))]}/sync"; }
 
 # The node (1 or 2) that is primary now, or nothing.
 current_primary() {

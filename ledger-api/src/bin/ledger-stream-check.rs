@@ -77,22 +77,38 @@ async fn main() -> anyhow::Result<()> {
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
     let (mut read, mut without_id) = (0u64, 0u64);
     while read < stored && Instant::now() < deadline {
-        let mut batch = consumer
+        let mut batch = match consumer
             .fetch()
             .max_messages(5_000)
             .expires(Duration::from_secs(2))
             .messages()
             .await
-            .context("fetch")?;
+        {
+            Ok(batch) => batch,
+            Err(error) => {
+                // A cluster that just lost a node may refuse a pull for a moment.
+                eprintln!("ledger-stream-check: fetch: {error}; again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
         let mut got = 0;
+        let mut failed = false;
         while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| anyhow::anyhow!("message: {e}"))?;
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    eprintln!("ledger-stream-check: message: {error}; fetching again");
+                    failed = true;
+                    break;
+                }
+            };
             got += 1;
             read += 1;
             let Some(id) = message
                 .headers
                 .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
                 .map(|v| v.as_str().to_owned())
             else {
                 without_id += 1;
@@ -119,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             }
             entry.next = entry.next.max(seq + 1);
         }
-        if got == 0 {
+        if got == 0 && !failed {
             break;
         }
     }
