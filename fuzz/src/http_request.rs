@@ -16,7 +16,7 @@
 //! the read wait is zero.
 //!
 //! An input ([`Plan::decode`], through `arbitrary::Unstructured`) is one to
-//! [`STEPS_MAX`] requests: a method, a path (a route of `ledger_api::routes::ROUTES`
+//! [`STEPS_MAX`] requests: a method, a path (a route of `ledger_api::routes::openapi::ROUTES`
 //! with its segments, or raw bytes), a query, an `Authorization` (none, one of the
 //! fixture's keys, a key an earlier request of the input obtained, a wrong secret, raw),
 //! HMAC signature headers (valid for the fixture's `hmac` key, stale, replayed, over
@@ -48,10 +48,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use ledger_api::config::Storage;
-use ledger_api::http::{signing_string, RequestId, BODY_MAX};
+use ledger_api::http::auth::signing_string;
+use ledger_api::http::context::{RequestId, BODY_MAX};
 use ledger_api::limits::LimitConfig;
-use ledger_api::routes::ROUTES;
-use ledger_api::state::{kind, AppState, TotpRecord};
+use ledger_api::routes::openapi::ROUTES;
+use ledger_api::records::{kind, TotpRecord};
+use ledger_api::state::AppState;
 use ledger_api::writer::Submission;
 use ledger_core::command::Command;
 use ledger_core::ids::{PrincipalId, TenantId};
@@ -986,7 +988,7 @@ fn build_fixture() -> Fixture {
         keys_dir: None,
     };
     let world = runtime.block_on(async {
-        let state = match storage.app_state(LIMITS).await {
+        let state = match AppState::build(&storage, LIMITS).await {
             Ok(mut state) => {
                 state.read_wait = Duration::ZERO;
                 state
@@ -1112,7 +1114,7 @@ async fn create_tenant(state: &AppState, slug: &str) -> String {
     if let Err(e) = state.writers.submit(&tenant, submission).await {
         panic!("fixture: create {slug}: {e}");
     }
-    match ledger_api::routes::create_invite(state, &tenant, &admin).await {
+    match ledger_api::routes::users::create_invite(state, &tenant, &admin).await {
         Ok(invite) => invite,
         Err(e) => panic!("fixture: invite for {slug}: {e}"),
     }
@@ -2010,7 +2012,7 @@ fn check(world: &World, built: &Sent, answer: &Answer, head: u64) -> Result<(), 
                 .iter()
                 .any(|(m, t)| *m == built.method.as_str() && *t == template)
         });
-        if command && header(ledger_api::http::SEQ_HEADER).is_none() {
+        if command && header(ledger_api::http::context::SEQ_HEADER).is_none() {
             return Err("a 2xx to a command, without Ledger-Seq: nothing committed?".into());
         }
     }

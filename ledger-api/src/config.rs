@@ -3,17 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_store::crypto::{KeyRing, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV};
 use ledger_store::Store;
 
 use crate::keys;
-use crate::limits::{LimitConfig, Limits};
-use crate::state::AppState;
 use crate::util;
-use crate::writer::Writers;
 
 /// Where the data lives (every subcommand takes these).
 #[derive(Debug, Clone, clap::Args)]
@@ -130,32 +126,14 @@ impl Storage {
         })
     }
 
-    /// Everything the handlers need.
-    pub async fn app_state(&self, limits: LimitConfig) -> Result<AppState, ConfigError> {
-        self.validate()?;
-        let ring = self.key_ring()?;
+    /// The signing keys: generated on the embedded store's first run, then loaded.
+    pub fn keys(&self) -> Result<keys::Keys, ConfigError> {
         let keys_dir = self.keys_dir();
         if self.embedded() {
             keys::ensure_keys(&keys_dir, util::now())
                 .map_err(|e| invalid("--keys-dir / LEDGER_KEYS_DIR", e))?;
         }
-        let keys = Arc::new(
-            keys::load(&keys_dir).map_err(|e| invalid("--keys-dir / LEDGER_KEYS_DIR", e))?,
-        );
-        let store = self.open().await?;
-        let writers = Writers::new(store.clone(), Arc::clone(&keys));
-        Ok(AppState {
-            projector: crate::projector::Projector::new(store.clone(), writers.clone()),
-            writers,
-            store,
-            keys,
-            ring: Arc::new(ring),
-            limits: Arc::new(Limits::new(limits)),
-            metrics: Arc::new(crate::metrics::Metrics::default()),
-            api_keys: Arc::new(crate::credentials::ApiKeyCache::default()),
-            webhooks: Arc::default(),
-            read_wait: READ_WAIT_DEFAULT,
-        })
+        keys::load(&keys_dir).map_err(|e| invalid("--keys-dir / LEDGER_KEYS_DIR", e))
     }
 }
 

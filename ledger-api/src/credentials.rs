@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ledger_core::ids::TenantId;
 
-use crate::state::ApiKeyRecord;
+use crate::records::ApiKeyRecord;
 
 /// How long a key record is trusted before it is read again.
 pub const API_KEY_CACHE_TTL: Duration = Duration::from_secs(2);

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ledger_api::config::{listen_address, Storage};
 use ledger_api::limits::LimitConfig;
+use ledger_api::state::AppState;
 use ledger_api::writer::Submission;
 use ledger_api::{keys, routes, util};
 use ledger_core::command::Command;
@@ -90,7 +91,7 @@ struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     rate_sensitive_per_minute: u32,
     #[command(flatten)]
-    webhooks: ledger_api::webhooks::WebhookArgs,
+    webhooks: ledger_api::webhooks::settings::WebhookArgs,
     /// How long a read waits for the read model to reflect the seq it needs before it
     /// answers 503 (at most 60 000).
     #[arg(long, env = "LEDGER_READ_WAIT_MS", default_value_t = 5000)]
@@ -113,7 +114,7 @@ impl Default for ServeArgs {
             nats_url: None,
             nats_ca_file: None,
             nats_replicas: 1,
-            webhooks: ledger_api::webhooks::WebhookArgs::default(),
+            webhooks: ledger_api::webhooks::settings::WebhookArgs::default(),
             read_wait_ms: 5000,
             wal_reset_frames: ledger_store::sqlite::WAL_RESET_FRAMES,
             tls: ledger_api::tls::TlsArgs::default(),
@@ -168,13 +169,15 @@ async fn serve(storage: &Storage, args: ServeArgs) -> anyhow::Result<()> {
         Some(files) => Some(ledger_api::tls::ReloadingConfig::load(files)?),
         None => None,
     };
-    let mut state = storage
-        .app_state(LimitConfig {
+    let mut state = AppState::build(
+        storage,
+        LimitConfig {
             per_key: args.rate_per_key,
             per_ip: args.rate_per_ip,
             sensitive_per_minute: args.rate_sensitive_per_minute,
-        })
-        .await?;
+        },
+    )
+    .await?;
     state.webhooks = std::sync::Arc::new(webhooks);
     state.read_wait = read_wait;
     state.projector.start();
@@ -264,7 +267,7 @@ async fn create_tenant(
     let tenant: TenantId = slug
         .parse()
         .map_err(|e| anyhow::anyhow!("tenant slug {slug:?}: {e}"))?;
-    let state = storage.app_state(LimitConfig::default()).await?;
+    let state = AppState::build(storage, LimitConfig::default()).await?;
     let admin_id: PrincipalId = util::random_id("usr_", 16)
         .parse()
         .map_err(|e| anyhow::anyhow!("admin id: {e}"))?;
@@ -290,7 +293,7 @@ async fn create_tenant(
         .await
         .map_err(|e| anyhow::anyhow!("tenant create: {e}"))?;
     let _ = admin;
-    let invite = routes::create_invite(&state, &tenant, &admin_id)
+    let invite = routes::users::create_invite(&state, &tenant, &admin_id)
         .await
         .map_err(|e| anyhow::anyhow!("invite: {e}"))?;
     let out = serde_json::json!({"tenant": tenant, "admin": admin_id, "invite": invite});

@@ -1,24 +1,29 @@
-//! The service's shared state and the records it keeps beside the chain: API keys,
-//! invites, TOTP enrolments, idempotency answers and HMAC nonces (typed here, stored by
-//! ledger-store as JSON with compare-and-set).
+//! The service's shared state, built once at start-up ([`AppState::build`]) and handed
+//! to the middleware and every handler: the store, keys, writers, limits, caches, and
+//! the access to the records beside the chain (`crate::records`) with TOTP checking.
 
 use std::sync::Arc;
 
 use ledger_core::ids::{PrincipalId, TenantId};
-use ledger_core::policy::Permission;
 use ledger_core::proof::{TwoFactorFailure, TwoFactorProof, UnsignedProof};
 use ledger_core::time::Timestamp;
 use ledger_core::Rejection;
 use ledger_store::crypto::{FieldScope, KeyRing};
 use ledger_store::Store;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
+use crate::config::{ConfigError, Storage};
+use crate::credentials::ApiKeyCache;
 use crate::error::ApiError;
 use crate::keys::Keys;
-use crate::limits::Limits;
-use crate::totp;
-use crate::util;
+use crate::limits::{LimitConfig, Limits};
+use crate::metrics::Metrics;
+use crate::projector::Projector;
+use crate::records::{kind, InviteRecord, TotpRecord};
+use crate::webhooks::settings::WebhookConfig;
 use crate::writer::Writers;
+use crate::{totp, util};
 
 /// Everything a handler needs.
 #[derive(Clone)]
@@ -34,13 +39,13 @@ pub struct AppState {
     /// Rate limits.
     pub limits: Arc<Limits>,
     /// Counters for /metrics.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<Metrics>,
     /// API-key records recently read.
-    pub api_keys: Arc<crate::credentials::ApiKeyCache>,
+    pub api_keys: Arc<ApiKeyCache>,
     /// Webhook settings: target rules (checked at subscription) and the worker's.
-    pub webhooks: Arc<crate::webhooks::WebhookConfig>,
+    pub webhooks: Arc<WebhookConfig>,
     /// Keeps the read models current; reads wait on it.
-    pub projector: crate::projector::Projector,
+    pub projector: Projector,
     /// How long a read waits for the read model to reflect the seq it needs.
     pub read_wait: std::time::Duration,
 }
@@ -51,89 +56,29 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// Record kinds.
-pub mod kind {
-    /// API keys, by key id.
-    pub const API_KEY: &str = "apikey";
-    /// Invites, by invite id.
-    pub const INVITE: &str = "invite";
-    /// TOTP enrolments, by user.
-    pub const TOTP: &str = "totp";
-    /// Idempotency answers, by `principal:key`, or for an invite redemption (no caller
-    /// yet) by `redeem:<SHA-256 of the invite and the key>`.
-    pub const IDEMPOTENCY: &str = "idem";
-    /// HMAC nonces, by `key_id:nonce`.
-    pub const NONCE: &str = "nonce";
-}
-
-/// An API key (the secret only as its SHA-256).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyRecord {
-    /// Whose.
-    pub principal: PrincipalId,
-    /// SHA-256 of the secret, hex.
-    pub secret_sha256: String,
-    /// Scopes narrowing the principal's roles (`None`: all of them).
-    pub scopes: Option<Vec<Permission>>,
-    /// Expiry.
-    pub expires_at: Option<Timestamp>,
-    /// Client IPs or CIDR blocks allowed (`None`: any).
-    pub allowed_ips: Option<Vec<String>>,
-    /// For keys that must sign requests: the HMAC secret, encrypted.
-    pub hmac_secret: Option<String>,
-    /// Revoked.
-    pub revoked: bool,
-}
-
-/// A one-time invite (the secret only as its SHA-256).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InviteRecord {
-    /// The user it is for.
-    pub user: PrincipalId,
-    /// SHA-256 of the secret, hex.
-    pub secret_sha256: String,
-    /// Expiry.
-    pub expires_at: Timestamp,
-    /// Used.
-    pub redeemed: bool,
-}
-
-/// A user's TOTP enrolment (the secret encrypted).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TotpRecord {
-    /// Encryption envelope of the raw secret.
-    pub secret: String,
-    /// Confirmed with a first code.
-    pub confirmed: bool,
-    /// The last step used (each step once).
-    pub last_step: u64,
-    /// Wrong codes since the last good one.
-    pub failures: u32,
-    /// Locked until.
-    pub locked_until: Option<Timestamp>,
-}
-
-/// A stored answer to an idempotent POST.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdempotencyRecord {
-    /// SHA-256 of method, path and body.
-    pub request_sha256: String,
-    /// Status, once answered.
-    pub status: Option<u16>,
-    /// Body, once answered.
-    pub body: Option<String>,
-    /// Body, once answered, encrypted: for answers that carry a secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body_sealed: Option<String>,
-    /// When the request was first seen.
-    pub started_at: Timestamp,
-}
-
 impl AppState {
+    /// Everything the handlers need, from the validated settings: the one place the
+    /// state is built (`serve`, the operator commands, the tests and the fuzz target).
+    pub async fn build(storage: &Storage, limits: LimitConfig) -> Result<Self, ConfigError> {
+        storage.validate()?;
+        let ring = storage.key_ring()?;
+        let keys = Arc::new(storage.keys()?);
+        let store = storage.open().await?;
+        let writers = Writers::new(store.clone(), Arc::clone(&keys));
+        Ok(Self {
+            projector: Projector::new(store.clone(), writers.clone()),
+            writers,
+            store,
+            keys,
+            ring: Arc::new(ring),
+            limits: Arc::new(Limits::new(limits)),
+            metrics: Arc::new(Metrics::default()),
+            api_keys: Arc::new(ApiKeyCache::default()),
+            webhooks: Arc::default(),
+            read_wait: crate::config::READ_WAIT_DEFAULT,
+        })
+    }
+
     /// Reads and parses a record.
     pub async fn get<T: DeserializeOwned>(
         &self,
@@ -322,4 +267,49 @@ impl AppState {
         }
         .sign(key)
     }
+}
+
+/// An invite whose secret was presented, as stored (it may be spent or expired).
+pub(crate) struct PresentedInvite {
+    /// The invite's tenant.
+    pub tenant: TenantId,
+    /// The invite id.
+    pub id: String,
+    /// The record's version.
+    pub version: i64,
+    /// The record.
+    pub record: InviteRecord,
+}
+
+/// The invite that `token` (`<invite_id>.<secret>`) names, when its secret matches;
+/// `None` for anything else (no telling an unknown invite from a wrong secret).
+pub(crate) async fn presented_invite(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<PresentedInvite>, ApiError> {
+    let Some((invite_id, secret)) = token.split_once('.') else {
+        return Ok(None);
+    };
+    if !invite_id.starts_with("inv_") || invite_id.len() > 64 {
+        return Ok(None);
+    }
+    let Some(tenant) = state.store.credential_tenant(invite_id).await? else {
+        return Ok(None);
+    };
+    let Some((version, record)) = state
+        .get::<InviteRecord>(&tenant, kind::INVITE, invite_id)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let presented = util::sha256_hex(secret.as_bytes());
+    if !util::constant_time_eq(presented.as_bytes(), record.secret_sha256.as_bytes()) {
+        return Ok(None);
+    }
+    Ok(Some(PresentedInvite {
+        tenant,
+        id: invite_id.to_owned(),
+        version,
+        record,
+    }))
 }

@@ -31,10 +31,15 @@ use crate::error::ApiError;
 use crate::keys::Keys;
 use crate::util;
 
+mod committer;
+mod load;
+
+use committer::QUEUE;
+pub use committer::{Committer, POSTGRES_COMMIT_LANES};
+pub use load::{load_state, save_snapshot, IDLE_EVICTION, SNAPSHOT_EVERY_EVENTS};
+
 /// Most commands decided and committed together.
 pub const GROUP_MAX: usize = 512;
-/// Queue length per tenant before callers wait.
-const QUEUE: usize = 4096;
 /// A checkpoint after this many events...
 pub const CHECKPOINT_EVERY_EVENTS: u64 = 1000;
 /// ...or after this long with uncheckpointed events.
@@ -114,126 +119,6 @@ pub fn event_id(seed: Option<&[u8; 32]>, index: usize) -> EventId {
     };
     bytes[8] = (bytes[8] & 0x3F) | 0x80;
     EventId::from_uuid(uuid::Uuid::from_bytes(bytes))
-}
-
-/// Most tenants' batches committed in one transaction.
-const COMMIT_GROUP_MAX: usize = 256;
-
-type CommitJob = (
-    ledger_store::Batch,
-    oneshot::Sender<Result<ChainHead, AppendError>>,
-);
-
-/// Group commit across tenants: committer tasks ("lanes") take the sealed batches of
-/// every tenant writer waiting at that moment and append them in ONE store call and
-/// transaction (one commit, one fsync), each batch with its own outcome. A tenant always
-/// uses the same lane, so its batches stay in order. SQLite has one writer at a time:
-/// one lane. PostgreSQL commits transactions in parallel: a few lanes, each one call of
-/// `ledger_append` per group.
-#[derive(Clone)]
-pub struct Committer {
-    lanes: Arc<Vec<mpsc::Sender<CommitJob>>>,
-    transactions: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl std::fmt::Debug for Committer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Committer")
-            .field("lanes", &self.lanes.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Committer lanes on PostgreSQL.
-pub const POSTGRES_COMMIT_LANES: usize = 4;
-
-impl Committer {
-    /// Starts the committer of `store`.
-    pub fn start(store: Store) -> Self {
-        let transactions = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let lanes = match store {
-            Store::Sqlite(_) => 1,
-            Store::Postgres(_) => POSTGRES_COMMIT_LANES,
-        };
-        let lanes = (0..lanes)
-            .map(|_| {
-                let (sender, receiver) = mpsc::channel::<CommitJob>(QUEUE);
-                tokio::spawn(commit_lane(
-                    store.clone(),
-                    receiver,
-                    Arc::clone(&transactions),
-                ));
-                sender
-            })
-            .collect();
-        Committer {
-            lanes: Arc::new(lanes),
-            transactions,
-        }
-    }
-
-    /// Store transactions that committed events (for /metrics).
-    pub fn transactions(&self) -> u64 {
-        self.transactions.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Appends one tenant's batch in the next group of its lane; answers after the
-    /// commit.
-    pub async fn append(
-        &self,
-        tenant: TenantId,
-        head: ChainHead,
-        events: Vec<(Event, Vec<u8>)>,
-    ) -> Result<ChainHead, AppendError> {
-        let lane = {
-            use std::hash::BuildHasher;
-            // A fixed hasher: the same tenant always takes the same lane.
-            let hash = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default()
-                .hash_one(tenant.as_str());
-            (hash % self.lanes.len() as u64) as usize
-        };
-        let (reply, answer) = oneshot::channel();
-        let interrupted = || AppendError::Store(ledger_store::StoreError::Interrupted);
-        self.lanes[lane]
-            .send(((tenant, head, events), reply))
-            .await
-            .map_err(|_| interrupted())?;
-        answer.await.map_err(|_| interrupted())?
-    }
-}
-
-/// One lane: every batch waiting (up to [`COMMIT_GROUP_MAX`]) in one store call.
-async fn commit_lane(
-    store: Store,
-    mut receiver: mpsc::Receiver<CommitJob>,
-    transactions: Arc<std::sync::atomic::AtomicU64>,
-) {
-    while let Some(first) = receiver.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < COMMIT_GROUP_MAX {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        let (batches, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
-        match store.append_many(batches).await {
-            Ok(results) => {
-                transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
-            }
-            Err(error) => {
-                tracing::error!(error = %error, "group commit failed");
-                for reply in replies {
-                    let _ = reply.send(Err(AppendError::Store(
-                        ledger_store::StoreError::Interrupted,
-                    )));
-                }
-            }
-        }
-    }
 }
 
 /// The writers of every tenant this process has touched.
@@ -390,96 +275,6 @@ impl Writers {
         self.send_job(tenant, Job::Checkpoint(reply)).await?;
         answer.await.map_err(|_| ApiError::Unavailable)?
     }
-}
-
-/// A tenant's writer and state leave memory after this long without a job (DESIGN
-/// section 6: loaded lazily, evicted when idle).
-pub const IDLE_EVICTION: Duration = Duration::from_secs(600);
-
-/// A snapshot is saved after this many events since the last one.
-pub const SNAPSHOT_EVERY_EVENTS: u64 = 50_000;
-
-/// Applies `tenant`'s events after `head` to `state`.
-async fn replay_tail(
-    store: &Store,
-    tenant: &TenantId,
-    mut state: TenantState,
-    mut head: ChainHead,
-) -> Result<(TenantState, ChainHead), ledger_store::StoreError> {
-    loop {
-        let page = store.load(tenant, head.seq, PAGE_LIMIT_MAX).await?;
-        let done = page.len() < PAGE_LIMIT_MAX as usize;
-        for (event, _) in &page {
-            state.apply_mut(event);
-            head = event.head();
-        }
-        if done {
-            return Ok((state, head));
-        }
-    }
-}
-
-/// The latest snapshot, if it restores and the stored event at its seq has its head
-/// hash (a snapshot is a cache: one that disagrees with the chain is ignored).
-async fn usable_snapshot(
-    store: &Store,
-    tenant: &TenantId,
-) -> Result<Option<(TenantState, ChainHead)>, ledger_store::StoreError> {
-    let Some((seq, head, text)) = store.latest_snapshot(tenant).await? else {
-        return Ok(None);
-    };
-    let restored = ledger_core::snapshot::Snapshot::from_json(&text).and_then(|s| s.restore());
-    let (state, snapshot_head) = match restored {
-        Ok(restored) => restored,
-        Err(error) => {
-            tracing::warn!(tenant = %tenant, seq, error = %error, "snapshot ignored");
-            return Ok(None);
-        }
-    };
-    let stored = store.load(tenant, seq.saturating_sub(1), 1).await?;
-    let agrees = snapshot_head.seq == seq
-        && snapshot_head.hash == head
-        && state.tenant == *tenant
-        && stored
-            .first()
-            .is_some_and(|(event, _)| event.seq == seq && event.hash == head);
-    if !agrees {
-        tracing::warn!(tenant = %tenant, seq, "snapshot disagrees with the chain: ignored");
-        return Ok(None);
-    }
-    Ok(Some((state, snapshot_head)))
-}
-
-/// Loads a tenant's state: the latest snapshot that agrees with the chain plus the
-/// events after it, or the whole chain.
-pub async fn load_state(
-    store: &Store,
-    tenant: &TenantId,
-) -> Result<(TenantState, ChainHead), ledger_store::StoreError> {
-    match usable_snapshot(store, tenant).await? {
-        Some((state, head)) => replay_tail(store, tenant, state, head).await,
-        None => {
-            replay_tail(
-                store,
-                tenant,
-                TenantState::new(tenant.clone()),
-                ChainHead::GENESIS,
-            )
-            .await
-        }
-    }
-}
-
-/// Saves a snapshot of `state` at `head`.
-pub async fn save_snapshot(
-    store: &Store,
-    state: &TenantState,
-    head: ChainHead,
-) -> Result<(), ledger_store::StoreError> {
-    let text = ledger_core::snapshot::Snapshot::of(state, head).to_json();
-    store
-        .save_snapshot(&state.tenant, head.seq, head.hash, &text)
-        .await
 }
 
 struct TenantWriter {

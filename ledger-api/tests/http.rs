@@ -796,7 +796,7 @@ async fn keys_scopes_expiry_ips_and_hmac(backend: Backend) {
     let sign = |timestamp: u64, nonce: &str| {
         use hmac::Mac;
         let body = serde_json::to_vec(&pay).expect("json");
-        let message = ledger_api::http::signing_string(
+        let message = ledger_api::http::auth::signing_string(
             &timestamp.to_string(),
             nonce,
             "POST",
@@ -1015,7 +1015,7 @@ async fn openapi_matches_the_routes(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK);
     let mut methods_of: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-    for (n, (method, path, _)) in ledger_api::routes::ROUTES.iter().enumerate() {
+    for (n, (method, path, _)) in ledger_api::routes::openapi::ROUTES.iter().enumerate() {
         assert!(
             doc["paths"][path][method].is_object(),
             "{method} {path} missing from /openapi.json"

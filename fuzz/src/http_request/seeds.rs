@@ -6,7 +6,7 @@
 use super::{
     held, Auth, BodyPlan, IdKind, Json, Plan, Signature, Step, Target, Text, SKEWS, WORDS,
 };
-use ledger_api::routes::ROUTES;
+use ledger_api::routes::openapi::ROUTES;
 
 /// A seed: its name, its plan, and the statuses each of its requests may get.
 #[derive(Debug, Clone)]

@@ -27,9 +27,10 @@ use ledger_core::time::Timestamp;
 use ledger_store::Store;
 use tokio::sync::Semaphore;
 
+use super::settings::{client, ClientError, WebhookConfig};
 use super::signature::WebhookSecret;
-use super::target::{AddressRefused, CheckedResolver, NoAddress, TargetPolicy};
-use super::{Failing, Lease, WebhookConfig, WebhookRecord, KIND};
+use super::subscription::{Failing, Lease, WebhookRecord, KIND};
+use super::target::{AddressRefused, NoAddress, TargetPolicy};
 use crate::state::AppState;
 use crate::util;
 
@@ -53,8 +54,8 @@ pub enum DeliveryError {
         reason: String,
     },
     /// The HTTP client could not be built.
-    #[error("http client: {0}")]
-    Client(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 /// What a failed attempt met.
@@ -75,36 +76,6 @@ struct Worker {
     /// Subscriptions this process is delivering now.
     busy: Mutex<HashSet<(TenantId, String)>>,
     permits: Arc<Semaphore>,
-}
-
-/// The HTTP client of deliveries: no redirects, no proxy, timeouts, the resolver that
-/// checks every address against the policy, and the public (webpki) roots plus the
-/// operator's extra ones (`--webhook-ca-file`); certificates are always verified.
-pub fn client(config: &WebhookConfig) -> Result<reqwest::Client, DeliveryError> {
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(config.connect_timeout)
-        .timeout(config.timeout)
-        .dns_resolver(Arc::new(CheckedResolver::new(Arc::clone(&config.policy))))
-        .user_agent(concat!(
-            "payout-ledger-webhooks/",
-            env!("CARGO_PKG_VERSION")
-        ));
-    for root in &config.extra_roots {
-        builder = builder.add_root_certificate(root.clone());
-    }
-    builder.build().map_err(|e| {
-        // reqwest's own text is only "builder error": the cause is in the sources.
-        let e = e.without_url();
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            text.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
-        DeliveryError::Client(text)
-    })
 }
 
 /// The shortest time between two rounds when commits keep waking the worker.

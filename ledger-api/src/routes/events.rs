@@ -12,7 +12,8 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
 use futures_util::Stream;
 use ledger_core::event::Event;
 use ledger_core::ids::TenantId;
@@ -23,8 +24,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::http::Caller;
-use crate::routes::caller_may;
+use crate::http::context::Caller;
+use crate::routes::context::caller_may;
 use crate::state::AppState;
 
 /// Most events per feed page or SSE batch.
@@ -156,4 +157,11 @@ pub async fn stream(
     };
     let events = futures_util::stream::unfold(cursor, next_event);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// The event feed and stream routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", get(feed))
+        .route("/v1/events/stream", get(stream))
 }
