@@ -11,18 +11,23 @@ use ledger_store::Store;
 use crate::keys;
 use crate::util;
 
-/// Where the data lives (every subcommand takes these).
+/// Where the data lives (every subcommand takes these, before or after its name).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Storage {
     /// The embedded default: holds `ledger.db` (SQLite), and on first run the signing
     /// keys and master key, all 0600.
-    #[arg(long, env = "LEDGER_DATA_DIR", default_value = "./ledger-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_DATA_DIR",
+        default_value = "./ledger-data"
+    )]
     pub data_dir: PathBuf,
     /// PostgreSQL instead of the embedded SQLite (`postgres://...`).
-    #[arg(long, env = "LEDGER_DATABASE_URL")]
+    #[arg(long, global = true, env = "LEDGER_DATABASE_URL")]
     pub database_url: Option<String>,
     /// Where the signing keys live (default: `<data-dir>/keys`).
-    #[arg(long, env = "LEDGER_KEYS_DIR")]
+    #[arg(long, global = true, env = "LEDGER_KEYS_DIR")]
     pub keys_dir: Option<PathBuf>,
 }
 

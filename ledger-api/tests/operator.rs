@@ -708,3 +708,29 @@ async fn redemption_is_rate_limited_and_every_answer_has_a_request_id() {
     let id = response.headers()["x-request-id"].to_str().expect("ascii");
     assert!(!id.is_empty() && !id.contains(' '), "{id}");
 }
+
+/// The storage flags are taken before or after the subcommand's name (DESIGN section 7),
+/// and either way name the store the subcommand works on.
+#[test]
+fn storage_flags_are_taken_before_or_after_the_subcommand() {
+    let before = tempfile::tempdir().expect("temp dir");
+    let after = tempfile::tempdir().expect("temp dir");
+    let before_dir = before.path().join("data");
+    let after_dir = after.path().join("data");
+    let before_text = before_dir.to_str().expect("utf-8 path");
+    let after_text = after_dir.to_str().expect("utf-8 path");
+    for args in [
+        &["--data-dir", before_text, "migrate"][..],
+        &["migrate", "--data-dir", after_text][..],
+    ] {
+        let output = run(args, &[]);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    }
+    for dir in [&before_dir, &after_dir] {
+        assert!(
+            dir.join("ledger.db").is_file(),
+            "{} has no ledger.db",
+            dir.display()
+        );
+    }
+}
