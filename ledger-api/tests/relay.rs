@@ -182,24 +182,11 @@ async fn a_relay_killed_mid_stream_leaves_every_event_exactly_once() {
 /// A test CA's certificate (PEM) and a certificate it signed for localhost and
 /// 127.0.0.1, with its key, written into `dir`; nats-server's TLS arguments.
 fn nats_tls_files(dir: &std::path::Path) -> Vec<String> {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ledger test NATS CA");
-    let ca = params.self_signed(&ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("params");
-    let server = params
-        .signed_by(&key, &ca, &ca_key)
-        .expect("server certificate");
+    let ca = test_support::ca::TestCa::new();
+    let server = ca.current("localhost");
     std::fs::write(dir.join("ca.pem"), ca.pem()).expect("ca");
-    std::fs::write(dir.join("server.crt"), server.pem()).expect("crt");
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("key");
+    std::fs::write(dir.join("server.crt"), &server.certificate).expect("crt");
+    std::fs::write(dir.join("server.key"), &server.key).expect("key");
     vec![
         "--tls".to_owned(),
         "--tlscert".to_owned(),

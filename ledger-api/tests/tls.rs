@@ -1,8 +1,8 @@
 //! The API over TLS, with real clients: curl over TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by
 //! ALPN, HSTS over TLS and not over plain HTTP, `openssl s_client` refused at TLS 1.1 and
-//! 1.0 and with a legacy suite, a renewed certificate served to new connections after SIGHUP while an open
-//! connection stays up, and start-up refusing bad certificate settings by name.
-//! Certificates are made here, at test time (rcgen).
+//! 1.0 and with a legacy suite, a renewed certificate served to new connections after
+//! SIGHUP while an open connection stays up, and start-up refusing bad certificate
+//! settings by name. Certificates are made at test time (`test_support::ca`).
 
 mod process;
 
@@ -14,67 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use process::{free_port, master_key, output_within, Server, BIN};
+use test_support::ca::{Issued, TestCa};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_rustls::rustls;
 
 const HSTS: &str = "strict-transport-security: max-age=63072000; includeSubDomains";
-
-/// A private CA for the test, and certificates it signs.
-struct TestCa {
-    certificate: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-/// A server certificate and its key, as PEM.
-struct Issued {
-    certificate: String,
-    key: String,
-    der: Vec<u8>,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "ledger test CA");
-        let certificate = params.self_signed(&key).expect("CA certificate");
-        TestCa { certificate, key }
-    }
-
-    /// A certificate for localhost and 127.0.0.1 named `name`, valid from `not_before`
-    /// to `not_after` (years).
-    fn issue(&self, name: &str, not_before: i32, not_after: i32) -> Issued {
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = rcgen::date_time_ymd(not_before, 1, 1);
-        params.not_after = rcgen::date_time_ymd(not_after, 1, 1);
-        let certificate = params
-            .signed_by(&key, &self.certificate, &self.key)
-            .expect("server certificate");
-        Issued {
-            certificate: certificate.pem(),
-            key: key.serialize_pem(),
-            der: certificate.der().to_vec(),
-        }
-    }
-
-    fn current(&self, name: &str) -> Issued {
-        self.issue(name, 2020, 2200)
-    }
-}
 
 /// The files of one server's TLS settings.
 struct TlsDir {
@@ -84,7 +28,7 @@ struct TlsDir {
 impl TlsDir {
     fn new(ca: &TestCa, issued: &Issued) -> TlsDir {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("ca.pem"), ca.certificate.pem()).expect("ca");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("ca");
         let tls = TlsDir { dir };
         tls.install(issued);
         tls
@@ -267,7 +211,7 @@ fn tls_1_3_is_preferred_and_1_1_1_0_and_legacy_suites_are_refused() {
 /// A TLS connection to the server trusting only `ca`.
 async fn connect(port: u16, ca: &TestCa) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.certificate.der().clone()).expect("root");
+    roots.add(ca.der().into()).expect("root");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

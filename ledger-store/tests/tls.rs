@@ -12,26 +12,12 @@ use ledger_store::{PostgresStore, Store, StoreError};
 /// Writes the CA, and the server's certificate and key for `localhost`, into `dir`; the
 /// cluster's TLS settings.
 fn tls_files(dir: &Path) -> Vec<String> {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ledger test database CA");
-    let ca = params.self_signed(&ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
-    let server = params
-        .signed_by(&key, &ca, &ca_key)
-        .expect("server certificate");
+    let ca = test_support::ca::TestCa::new();
+    let server = ca.issue_for(&["localhost"], "localhost", 2020, 2200);
     std::fs::write(dir.join("ca.pem"), ca.pem()).expect("ca");
-    std::fs::write(dir.join("server.crt"), server.pem()).expect("crt");
+    std::fs::write(dir.join("server.crt"), &server.certificate).expect("crt");
     let key_path = dir.join("server.key");
-    std::fs::write(&key_path, key.serialize_pem()).expect("key");
+    std::fs::write(&key_path, &server.key).expect("key");
     // PostgreSQL refuses a key that others can read.
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     vec![

@@ -9,12 +9,15 @@
 //!   port, `pg_ctl start`) from the binaries on `PATH` or in `/usr/lib/postgresql/*/bin`.
 //! - [`nats_url`]: `NATS_URL` when it is set; otherwise `nats-server -js` on a free port
 //!   with a temporary store, once per test binary.
+//! - [`ca::TestCa`]: a private CA made at test time and the server certificates it signs.
 //!
 //! A server started here is stopped, and its directory removed, by a small watchdog
 //! process that waits for the test binary to exit, however it exits (a failed test, a
 //! panic, a kill): Rust runs no destructors of statics at exit, and a test binary that
 //! was killed runs none at all. A missing binary fails the test with one line naming it
 //! and the Debian package that has it; nothing is skipped.
+
+pub mod ca;
 
 use std::ffi::OsStr;
 use std::net::{TcpListener, TcpStream};
