@@ -16,7 +16,7 @@
 //! the read wait is zero.
 //!
 //! An input ([`Plan::decode`], through `arbitrary::Unstructured`) is one to
-//! [`STEPS_MAX`] requests: a method, a path (a route of `ledger_api::routes::openapi::ROUTES`
+//! [`STEPS_MAX`] requests: a method, a path (a route of `ledger_api::routes::ROUTES`
 //! with its segments, or raw bytes), a query, an `Authorization` (none, one of the
 //! fixture's keys, a key an earlier request of the input obtained, a wrong secret, raw),
 //! HMAC signature headers (valid for the fixture's `hmac` key, stale, replayed, over
@@ -52,7 +52,7 @@ use ledger_api::http::auth::signing_string;
 use ledger_api::http::context::{RequestId, BODY_MAX};
 use ledger_api::limits::LimitConfig;
 use ledger_api::records::{kind, TotpRecord};
-use ledger_api::routes::openapi::ROUTES;
+use ledger_api::routes::ROUTES;
 use ledger_api::state::AppState;
 use ledger_api::writer::Submission;
 use ledger_core::command::Command;
@@ -1110,6 +1110,7 @@ async fn create_tenant(state: &AppState, slug: &str) -> String {
         recheck: false,
         request_id: None,
         view: Box::new(|_, _| Value::Null),
+        peek: None,
     };
     if let Err(e) = state.writers.submit(&tenant, submission).await {
         panic!("fixture: create {slug}: {e}");
@@ -1930,7 +1931,13 @@ const COMMANDS: &[(&str, &str)] = &[
     ("POST", "/v1/payees"),
     ("POST", "/v1/payouts"),
     ("POST", "/v1/payouts/{id}"),
-    ("POST", "/v1/payouts/{id}/{action}"),
+    ("POST", "/v1/payouts/{id}/approve"),
+    ("POST", "/v1/payouts/{id}/reject"),
+    ("POST", "/v1/payouts/{id}/authorize"),
+    ("POST", "/v1/payouts/{id}/execute"),
+    ("POST", "/v1/payouts/{id}/release"),
+    ("POST", "/v1/payouts/{id}/fail"),
+    ("POST", "/v1/payouts/{id}/cancel"),
     ("PUT", "/v1/policy/approvals"),
 ];
 

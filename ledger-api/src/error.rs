@@ -133,6 +133,45 @@ impl From<ledger_store::StoreError> for ApiError {
     }
 }
 
+/// Every stable `code` a problem can carry (the document lists them as an enum).
+pub const PROBLEM_CODES: &[&str] = &[
+    "malformed",
+    "unauthorized",
+    "not_found",
+    "too_large",
+    "validation",
+    "idempotency_conflict",
+    "idempotency_in_progress",
+    "rate_limited",
+    "two_factor_locked",
+    "forbidden",
+    "four_eyes",
+    "two_factor_required",
+    "two_factor_invalid",
+    "invalid_state",
+    "insufficient_funds",
+    "unavailable",
+    "projection_behind",
+    "internal",
+];
+
+/// A problem document (RFC 9457), as [`problem_body`] writes it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    /// `https://payout-ledger.example/problems/<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The HTTP status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// The stable code clients branch on.
+    pub code: String,
+    /// Plain words for a person; never a secret, a code, a key or an IBAN.
+    pub detail: String,
+}
+
 /// A problem document body.
 pub fn problem_body(status: StatusCode, code: &str, detail: &str) -> String {
     serde_json::json!({
@@ -186,3 +225,81 @@ impl IntoResponse for ApiError {
 /// The code of an error response, for the access log.
 #[derive(Debug, Clone, Copy)]
 pub struct ProblemCode(pub &'static str);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_core::policy::Permission;
+
+    /// One of each error, the core's refusals included. The match below has no
+    /// wildcard: a new variant does not compile until it is added here too.
+    fn every_error() -> Vec<ApiError> {
+        let rejections = [
+            Rejection::Forbidden {
+                permission: Permission::LedgerRead,
+            },
+            Rejection::FourEyes { detail: "x" },
+            Rejection::TwoFactor(TwoFactorFailure::Missing),
+            Rejection::TwoFactor(TwoFactorFailure::Locked),
+            Rejection::TwoFactor(TwoFactorFailure::BadSignature),
+            Rejection::InvalidState { detail: "x".into() },
+            Rejection::InsufficientFunds,
+            Rejection::NotFound { what: "x" },
+            Rejection::Validation { detail: "x".into() },
+        ];
+        let mut all = vec![
+            ApiError::Malformed("x".into()),
+            ApiError::Unauthorized,
+            ApiError::NotFound,
+            ApiError::TooLarge,
+            ApiError::Validation("x".into()),
+            ApiError::IdempotencyConflict,
+            ApiError::IdempotencyInProgress,
+            ApiError::RateLimited { retry_after: 1 },
+            ApiError::Locked { retry_after: 1 },
+            ApiError::Unavailable,
+            ApiError::ProjectionBehind { reflected: 0 },
+            ApiError::Internal("x".into()),
+        ];
+        all.extend(rejections.into_iter().map(ApiError::Rejected));
+        for error in &all {
+            match error {
+                ApiError::Malformed(_)
+                | ApiError::Unauthorized
+                | ApiError::NotFound
+                | ApiError::TooLarge
+                | ApiError::Validation(_)
+                | ApiError::IdempotencyConflict
+                | ApiError::IdempotencyInProgress
+                | ApiError::RateLimited { .. }
+                | ApiError::Locked { .. }
+                | ApiError::Rejected(
+                    Rejection::Forbidden { .. }
+                    | Rejection::FourEyes { .. }
+                    | Rejection::TwoFactor(_)
+                    | Rejection::InvalidState { .. }
+                    | Rejection::InsufficientFunds
+                    | Rejection::NotFound { .. }
+                    | Rejection::Validation { .. },
+                )
+                | ApiError::Unavailable
+                | ApiError::ProjectionBehind { .. }
+                | ApiError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn the_documented_codes_are_exactly_the_codes_answered() {
+        let mut answered: Vec<&str> = every_error()
+            .iter()
+            .map(|e| e.status_and_code().1)
+            .collect();
+        answered.sort_unstable();
+        answered.dedup();
+        let mut documented = PROBLEM_CODES.to_vec();
+        documented.sort_unstable();
+        assert_eq!(answered, documented);
+    }
+}

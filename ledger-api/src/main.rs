@@ -286,6 +286,7 @@ async fn create_tenant(
         recheck: false,
         request_id: None,
         view: Box::new(|_, _| serde_json::Value::Null),
+        peek: None,
     };
     state
         .writers

@@ -51,6 +51,11 @@ const CONFLICT_RETRIES: usize = 8;
 /// the command's own events.
 pub type View = Box<dyn FnOnce(&TenantState, &[Event]) -> serde_json::Value + Send + Sync>;
 
+/// Looks at the state just before a submission is decided (after the submissions
+/// decided before it in the same group): what a closing command's answer needs of the
+/// payout it closes, which the state keeps only while the payout is open.
+pub type Peek = Box<dyn FnMut(&TenantState) + Send + Sync>;
+
 /// One command (or an all-or-nothing batch) for the writer.
 pub struct Submission {
     /// Who.
@@ -75,6 +80,8 @@ pub struct Submission {
     pub request_id: Option<String>,
     /// Builds the answer.
     pub view: View,
+    /// Called with the state right before this submission is decided.
+    pub peek: Option<Peek>,
 }
 
 impl std::fmt::Debug for Submission {
@@ -459,7 +466,7 @@ impl TenantWriter {
     /// Decides every submission against the state in memory (mutating it), seals.
     fn decide_group(
         &mut self,
-        writes: &[(Box<Submission>, oneshot::Sender<Outcome>)],
+        writes: &mut [(Box<Submission>, oneshot::Sender<Outcome>)],
         already: &[bool],
     ) -> (Vec<Decided>, Sealed, ChainHead) {
         let signatures = DirectCheck(&self.keys.set);
@@ -470,7 +477,10 @@ impl TenantWriter {
         };
         let start_head = *head;
         let at = util::now();
-        for ((submission, _), already) in writes.iter().zip(already) {
+        for ((submission, _), already) in writes.iter_mut().zip(already) {
+            if let Some(peek) = submission.peek.as_mut() {
+                peek(state);
+            }
             if *already {
                 decided.push(Decided::Already);
                 continue;
@@ -561,7 +571,7 @@ impl TenantWriter {
             already.push(committed);
         }
         for _attempt in 0..CONFLICT_RETRIES {
-            let (decided, sealed, start_head) = self.decide_group(&writes, &already);
+            let (decided, sealed, start_head) = self.decide_group(&mut writes, &already);
             let refused = decided.iter().any(|d| matches!(d, Decided::Refused(_)));
             let result = if sealed.is_empty() && refused {
                 // Nothing to append, so no conflict would tell that another process
@@ -680,6 +690,7 @@ mod tests {
             recheck: false,
             request_id: None,
             view: Box::new(|_, _| serde_json::Value::Null),
+            peek: None,
         }
     }
 

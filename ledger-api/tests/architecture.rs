@@ -335,3 +335,27 @@ fn the_reader_and_the_check_find_a_planted_circle() {
     cut.get_mut("c.rs").map(BTreeSet::clear);
     assert_eq!(find_circle(&cut), None);
 }
+
+/// A route exists only with its operation: the resources register their handlers with
+/// `utoipa_axum::routes!` (which adds each one's `#[utoipa::path]` to /openapi.json);
+/// a plain `.route(…)` would serve a path the document does not list. The black-box
+/// drift test (`http.rs`, `openapi_matches_the_routes`) probes every documented one.
+#[test]
+fn every_route_is_registered_with_its_operation() {
+    let mut files = Vec::new();
+    rust_files(&source_dir(), &mut files);
+    let mut registered = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read");
+        for bare in [".route(", ".route_service(", ".nest(", ".nest_service("] {
+            assert!(
+                !text.contains(bare),
+                "{} registers a route with {bare}…), outside /openapi.json",
+                file.display()
+            );
+        }
+        registered += text.matches(".routes(routes!(").count();
+    }
+    // The scan reads the handler modules (else it would pass on nothing).
+    assert!(registered >= 25, "{registered} registrations found");
+}

@@ -862,7 +862,78 @@ async fn lockout_after_exactly_five_wrong_codes(backend: Backend) {
     assert_eq!(denied.len(), 10, "{denied:?}");
 }
 
+/// A payout has one shape in every answer: the action that closes it (release, reject,
+/// cancel, fail) answers the whole payout as the other actions do, with the terms and
+/// the actors it had, and every field it shares with `GET /v1/payouts/{id}` agrees.
+async fn closing_actions_answer_the_whole_payout(backend: Backend) {
+    let stack = Stack::new(backend).await;
+    let mut org = org(&stack, "acme").await;
+    let terms = [
+        "payout",
+        "account",
+        "amount",
+        "currency",
+        "requester",
+        "approvers",
+        "approvals_required",
+        "authorizer",
+        "executor",
+    ];
+    let released = request(&stack, &org, "120.00").await;
+    let mut last = Value::Null;
+    for (who, action) in [
+        ("bob", "approve"),
+        ("cat", "authorize"),
+        ("dan", "execute"),
+        ("rex", "release"),
+    ] {
+        let (status, body) = act(&stack, &mut org, who, &released, action).await;
+        assert_eq!(status, StatusCode::OK, "{action}: {body}");
+        if action != "release" {
+            last = body;
+            continue;
+        }
+        assert_eq!(body["status"], "released");
+        for field in terms {
+            assert_eq!(body[field], last[field], "{field} after release: {body}");
+        }
+        assert_eq!(body["executor"], json!(org.people["dan"].id));
+        let read = payout(&stack, &org, &released).await;
+        for field in terms {
+            assert_eq!(body[field], read[field], "{field}: {body} vs {read}");
+        }
+    }
+    let rejected = request(&stack, &org, "7.00").await;
+    let user = org.people["bob"].clone();
+    let (status, body) = stack
+        .post(
+            &user,
+            &format!("/v1/payouts/{rejected}/reject"),
+            json!({"reason": "duplicate"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            body["status"].as_str(),
+            body["amount"].as_str(),
+            body["requester"].as_str()
+        ),
+        (
+            Some("rejected"),
+            Some("7.00"),
+            Some(org.people["ann"].id.as_str())
+        ),
+        "{body}"
+    );
+    let read = payout(&stack, &org, &rejected).await;
+    for field in terms {
+        assert_eq!(body[field], read[field], "{field}: {body} vs {read}");
+    }
+}
+
 on_both_backends!(
+    closing_actions_answer_the_whole_payout,
     approval_policy_counts_distinct_approvers,
     checkpoints_sign_the_exported_head,
     revoked_role_is_refused_and_nobody_revokes_their_own,
@@ -873,3 +944,80 @@ on_both_backends!(
     totp_uri_parses_and_its_codes_confirm,
     lockout_after_exactly_five_wrong_codes,
 );
+
+/// The answer checks every black-box test runs (`stack::conformance`) can fail: a
+/// wrong type, an unknown problem code, an undocumented status, a missing field and a
+/// field a request body may not carry each break the document.
+#[test]
+fn the_answer_checks_notice_answers_the_document_does_not_allow() {
+    use stack::conformance::{check, template_of};
+    let json = "application/json";
+    let account =
+        json!({"account": "acct_a", "currency": "EUR", "available": "1.00", "held": "0.00"});
+    check(
+        "GET",
+        "/v1/accounts/acct_a?min_seq=1",
+        StatusCode::OK,
+        json,
+        &account,
+    );
+    assert_eq!(
+        template_of("/v1/checkpoints/latest"),
+        Some("/v1/checkpoints/latest")
+    );
+    assert_eq!(template_of("/v1/payouts/approve"), Some("/v1/payouts/{id}"));
+    assert_eq!(template_of("/v1/nope"), None);
+    let fails = |method: &'static str,
+                 path: &'static str,
+                 status: StatusCode,
+                 media: &'static str,
+                 body: Value| {
+        let outcome = std::panic::catch_unwind(|| check(method, path, status, media, &body));
+        assert!(
+            outcome.is_err(),
+            "{method} {path} {status} {body} passed the check"
+        );
+    };
+    let mut number = account.clone();
+    number["available"] = json!(1.0);
+    fails("GET", "/v1/accounts/acct_a", StatusCode::OK, json, number);
+    let mut missing = account.clone();
+    missing.as_object_mut().map(|m| m.remove("held"));
+    fails("GET", "/v1/accounts/acct_a", StatusCode::OK, json, missing);
+    fails(
+        "GET",
+        "/v1/accounts/acct_a",
+        StatusCode::CREATED,
+        json,
+        account.clone(),
+    );
+    fails("GET", "/v1/nope", StatusCode::OK, json, json!({}));
+    let problem = |code: &str| {
+        json!({"type": format!("https://payout-ledger.example/problems/{code}"),
+               "title": "Forbidden", "status": 403, "code": code, "detail": "x"})
+    };
+    let problem_type = "application/problem+json";
+    check(
+        "POST",
+        "/v1/payouts/po_a/approve",
+        StatusCode::FORBIDDEN,
+        problem_type,
+        &problem("four_eyes"),
+    );
+    fails(
+        "POST",
+        "/v1/payouts/po_a/approve",
+        StatusCode::FORBIDDEN,
+        problem_type,
+        problem("no_such_code"),
+    );
+    let mut extra = problem("four_eyes");
+    extra["stack"] = json!("at main.rs:1");
+    fails(
+        "POST",
+        "/v1/payouts/po_a/approve",
+        StatusCode::FORBIDDEN,
+        problem_type,
+        extra,
+    );
+}

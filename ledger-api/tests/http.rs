@@ -1015,7 +1015,7 @@ async fn openapi_matches_the_routes(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK);
     let mut methods_of: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-    for (n, (method, path, _)) in ledger_api::routes::openapi::ROUTES.iter().enumerate() {
+    for (n, (method, path, _)) in ledger_api::routes::ROUTES.iter().enumerate() {
         assert!(
             doc["paths"][path][method].is_object(),
             "{method} {path} missing from /openapi.json"

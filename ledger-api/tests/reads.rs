@@ -834,7 +834,7 @@ async fn documented_query_parameters_are_accepted(backend: Backend) {
         }
     };
     let mut checked = 0;
-    for (method, path, names) in ledger_api::routes::openapi::QUERY_PARAMETERS {
+    for (method, path, names) in ledger_api::routes::QUERY_PARAMETERS.iter() {
         assert_eq!(*method, "get");
         let listed: Vec<&str> = doc["paths"][path]["get"]["parameters"]
             .as_array()

@@ -31,6 +31,7 @@ fn submission(actor: &str, command: Command) -> Submission {
         recheck: false,
         request_id: None,
         view: Box::new(|_, events| serde_json::json!(events.len())),
+        peek: None,
     }
 }
 

@@ -6,7 +6,7 @@
 use super::{
     held, Auth, BodyPlan, IdKind, Json, Plan, Signature, Step, Target, Text, SKEWS, WORDS,
 };
-use ledger_api::routes::openapi::ROUTES;
+use ledger_api::routes::ROUTES;
 
 /// A seed: its name, its plan, and the statuses each of its requests may get.
 #[derive(Debug, Clone)]
@@ -179,8 +179,8 @@ fn payout_request(account: u8, amount: &str, currency: &str) -> Step {
 }
 
 fn payout_action(action: &str, who: u8, body: Json) -> Step {
-    Step::to("post", "/v1/payouts/{id}/{action}")
-        .at(vec![id(IdKind::Payout, 0), w(action)])
+    Step::to("post", &format!("/v1/payouts/{{id}}/{action}"))
+        .at(vec![id(IdKind::Payout, 0)])
         .by(who)
         .json(body)
 }

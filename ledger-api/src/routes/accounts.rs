@@ -3,16 +3,18 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Extension;
 use ledger_core::command::Command;
 use ledger_core::ids::AccountId;
 use ledger_core::money::{Currency, Money};
 use ledger_core::policy::Permission;
 use ledger_core::state::TenantState;
 use projections::AccountBalance;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::http::context::{Caller, Idempotency};
@@ -21,40 +23,73 @@ use crate::routes::context::{created, new_id, parse, path_id, Ctx};
 use crate::routes::read_model::{
     amount_text, answer, permitted, query, reflected, ObjectQuery, QueryResult,
 };
+use crate::routes::schema::{AccountId as AccountIdSchema, Amount, CurrencyCode};
 use crate::state::AppState;
+
+/// An account and its balances. The write answers carry what the writer knows
+/// (`available`, `held`); `GET /v1/accounts/{id}` adds the all-time totals from the read
+/// model and the seq it reflects.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AccountView {
+    #[schema(value_type = AccountIdSchema)]
+    account: AccountId,
+    #[schema(value_type = CurrencyCode)]
+    currency: Currency,
+    /// Free to pay out.
+    #[schema(value_type = Amount)]
+    available: String,
+    /// Held by authorized payouts.
+    #[schema(value_type = Amount)]
+    held: String,
+    /// Paid out to payees, all time (reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Amount>)]
+    released: Option<String>,
+    /// Deposited, all time (reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Amount>)]
+    deposited: Option<String>,
+    /// The seq the read model reflected (reads; also the Ledger-Reflects-Seq header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reflects_seq: Option<u64>,
+}
+
+const ACCOUNT: &str = "The account";
 
 fn account_view(state: &TenantState, id: &AccountId) -> Value {
     match state.accounts.get(id) {
         None => Value::Null,
-        Some(account) => {
-            let minor = account.currency.minor_units();
-            let text = |d: rust_decimal::Decimal| {
-                let mut d = d;
-                d.rescale(minor);
-                d.to_string()
-            };
-            json!({
-                "account": id,
-                "currency": account.currency,
-                "available": text(account.available),
-                "held": text(account.held),
-            })
-        }
+        Some(account) => serde_json::to_value(AccountView {
+            account: id.clone(),
+            currency: account.currency,
+            available: amount_text(account.available, account.currency),
+            held: amount_text(account.held, account.currency),
+            released: None,
+            deposited: None,
+            reflects_seq: None,
+        })
+        .unwrap_or_default(),
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/accounts`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AccountBody {
+pub(crate) struct NewAccount {
+    /// The account's only currency.
+    #[schema(value_type = CurrencyCode)]
     currency: Currency,
     name: String,
 }
 
+/// Open an account (account.manage).
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = NewAccount,
+    responses((status = 201, description = "The account, empty", body = AccountView)))]
 async fn open_account(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     idempotency: Option<Extension<Idempotency>>,
-    Body(body): Body<AccountBody>,
+    Body(body): Body<NewAccount>,
 ) -> Result<Response, ApiError> {
     let ctx = Ctx::new(state, caller, idempotency);
     let account: AccountId = parse(
@@ -76,19 +111,27 @@ async fn open_account(
     Ok(created(answer))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/accounts/{id}/deposits`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DepositBody {
+pub(crate) struct NewDeposit {
+    /// In the account's currency.
+    #[schema(value_type = Amount)]
     amount: String,
+    /// The funding's reference (a bank statement line, say).
     reference: Option<String>,
 }
 
+/// Deposit funds into an account (funds.deposit).
+#[utoipa::path(post, path = "/v1/accounts/{id}/deposits", tag = "accounts", request_body = NewDeposit,
+    params(("id" = AccountIdSchema, Path, description = ACCOUNT)),
+    responses((status = 201, description = "The account after the deposit", body = AccountView)))]
 async fn deposit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     idempotency: Option<Extension<Idempotency>>,
     Path(id): Path<String>,
-    Body(body): Body<DepositBody>,
+    Body(body): Body<NewDeposit>,
 ) -> Result<Response, ApiError> {
     let ctx = Ctx::new(state, caller, idempotency);
     let account: AccountId = path_id(&id)?;
@@ -116,18 +159,25 @@ async fn deposit(
 
 fn account_json(account: &AccountId, balance: &AccountBalance) -> Value {
     let currency = balance.currency;
-    json!({
-        "account": account,
-        "currency": currency,
-        "available": amount_text(balance.available, currency),
-        "held": amount_text(balance.held, currency),
-        "released": amount_text(balance.released, currency),
-        "deposited": amount_text(balance.deposited, currency),
+    serde_json::to_value(AccountView {
+        account: account.clone(),
+        currency,
+        available: amount_text(balance.available, currency),
+        held: amount_text(balance.held, currency),
+        released: Some(amount_text(balance.released, currency)),
+        deposited: Some(amount_text(balance.deposited, currency)),
+        reflects_seq: None,
     })
+    .unwrap_or_default()
 }
 
-/// `GET /v1/accounts/{id}`: `{"account","currency","available","held","released",
-/// "deposited","reflects_seq"}` (`ledger.read`).
+/// An account's balances (read model; ledger.read).
+///
+/// `{"account","currency","available","held","released","deposited","reflects_seq"}`.
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
+    params(("id" = AccountIdSchema, Path, description = ACCOUNT), ObjectQuery),
+    responses((status = 200, description = "The account", body = AccountView,
+        headers(("Ledger-Reflects-Seq" = u64, description = "The seq the read model reflects")))))]
 pub async fn get_account(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -147,9 +197,9 @@ pub async fn get_account(
 }
 
 /// The account routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/accounts", post(open_account))
-        .route("/v1/accounts/{id}", get(get_account))
-        .route("/v1/accounts/{id}/deposits", post(deposit))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(open_account))
+        .routes(routes!(get_account))
+        .routes(routes!(deposit))
 }

@@ -4,8 +4,7 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use ledger_core::checkpoint::Checkpoint;
 use ledger_core::ids::PrincipalId;
 use ledger_core::policy::Permission;
@@ -14,8 +13,11 @@ use ledger_core::verify::{lines, Header, EXPORT_FORMAT};
 use ledger_core::Rejection;
 use ledger_store::AuditQuery;
 use projections::{AuditRow, Outcome};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::http::context::Caller;
@@ -23,20 +25,75 @@ use crate::routes::context::{created, ok, Ctx};
 use crate::routes::read_model::{
     answer, cursor, limit, permitted, query, reflected, QueryResult, AUDIT_PAGE_MAX,
 };
+use crate::routes::schema::{PrincipalId as PrincipalIdSchema, Time};
 use crate::state::AppState;
 use crate::util;
+
+/// The schema of a public key (DESIGN section 4, Keys).
+#[derive(ToSchema)]
+#[schema(as = PublicKey)]
+#[allow(dead_code)] // a schema only: the core's `KeyRecord` is serialized
+pub(crate) struct KeyRecordSchema {
+    key_id: String,
+    #[schema(pattern = "^(checkpoint|2fa)$")]
+    purpose: String,
+    #[schema(pattern = "^ed25519$")]
+    algorithm: String,
+    /// Lowercase hex.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    public_key: String,
+    #[schema(value_type = Time)]
+    not_before: String,
+    #[schema(value_type = Option<Time>)]
+    not_after: Option<String>,
+}
+
+/// The public keys: every key that ever signed, old ones too.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PublicKeys {
+    #[schema(value_type = Vec<KeyRecordSchema>)]
+    keys: Vec<ledger_core::crypto::KeyRecord>,
+}
+
+/// The schema of a signed checkpoint (DESIGN section 4, Checkpoints).
+#[derive(ToSchema)]
+#[schema(as = Checkpoint)]
+#[allow(dead_code)] // a schema only: the core's `Checkpoint` is serialized
+pub(crate) struct CheckpointSchema {
+    #[schema(minimum = 1, maximum = 1)]
+    v: u32,
+    tenant: String,
+    seq: u64,
+    /// The hash of the event at `seq`.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    head: String,
+    #[schema(value_type = Time)]
+    at: String,
+    key_id: String,
+    /// Ed25519 over the checkpoint's domain and JCS bytes, lowercase hex.
+    #[schema(pattern = "^[0-9a-f]{128}$")]
+    sig: String,
+}
 
 /// The longest `action` filter.
 const ACTION_LENGTH_MAX: usize = 64;
 
-async fn ledger_keys(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "keys": state.keys.records }))
+/// The public keys (checkpoint and 2FA) to verify the chain with.
+#[utoipa::path(get, path = "/v1/ledger/keys", tag = "audit",
+    responses((status = 200, description = "The keys", body = PublicKeys)))]
+async fn ledger_keys(State(state): State<AppState>) -> Json<PublicKeys> {
+    Json(PublicKeys {
+        keys: state.keys.records.clone(),
+    })
 }
 
 async fn require(ctx: &Ctx, permission: Permission) -> Result<(), ApiError> {
     ctx.read_as(permission, |_| Ok(())).await
 }
 
+/// The export for `ledger-audit verify` (JSON Lines, DESIGN section 4; audit.export).
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
+    responses((status = 200, description = "header, keys, events, checkpoints: one JSON object per line", content_type = "application/jsonl", body = String)))]
 async fn export(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -144,6 +201,9 @@ fn checkpoint_json(checkpoint: &Checkpoint) -> Value {
     serde_json::to_value(checkpoint).unwrap_or(Value::Null)
 }
 
+/// Sign a checkpoint of the tenant's head now (audit.read).
+#[utoipa::path(post, path = "/v1/checkpoints", tag = "audit",
+    responses((status = 201, description = "The checkpoint", body = CheckpointSchema)))]
 async fn checkpoint_now(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -158,6 +218,9 @@ async fn checkpoint_now(
     }
 }
 
+/// The latest checkpoint (ledger.read).
+#[utoipa::path(get, path = "/v1/checkpoints/latest", tag = "audit",
+    responses((status = 200, description = "The checkpoint", body = CheckpointSchema)))]
 async fn latest_checkpoint(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -184,30 +247,75 @@ async fn latest_checkpoint(
         .ok_or(ApiError::NotFound)
 }
 
-fn audit_json(row: &AuditRow) -> Value {
-    json!({
-        "seq": row.seq,
-        "at": row.at,
-        "actor": row.actor,
-        "action": row.action,
-        "subject": row.subject,
-        "result": row.result,
-        "reason": row.reason,
-        "request_id": row.request_id,
-    })
+/// One decided command of the audit view.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditEntry {
+    seq: u64,
+    #[schema(value_type = Time)]
+    at: Timestamp,
+    #[schema(value_type = PrincipalIdSchema)]
+    actor: PrincipalId,
+    /// `payout.approve`, `role.grant`, …
+    action: String,
+    /// What it was about (an id, or `usr_x:role`).
+    subject: String,
+    #[schema(value_type = String, pattern = "^(accepted|denied)$")]
+    result: Outcome,
+    /// The denial's reason code.
+    reason: Option<String>,
+    /// The id of the request that caused it.
+    request_id: Option<String>,
+}
+
+/// A page of the audit view.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditPage {
+    entries: Vec<AuditEntry>,
+    /// The cursor of the next page (`?after=`); null on the last.
+    next: Option<String>,
+    /// The seq the read model reflected.
+    reflects_seq: Option<u64>,
+}
+
+fn audit_json(row: &AuditRow) -> AuditEntry {
+    AuditEntry {
+        seq: row.seq,
+        at: row.at,
+        actor: row.actor.clone(),
+        action: row.action.clone(),
+        subject: row.subject.clone(),
+        result: row.result,
+        reason: row.reason.clone(),
+        request_id: row.request_id.clone(),
+    }
 }
 
 /// `?actor=&action=&result=&from=&to=&after=&limit=&min_seq=` of `GET /v1/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
+    /// Only this principal's commands.
+    #[param(value_type = Option<PrincipalIdSchema>)]
     actor: Option<String>,
+    /// Only this action, e.g. `payout.approve`.
+    #[param(pattern = "^[a-z._]{1,64}$")]
     action: Option<String>,
+    /// `accepted` or `denied`.
+    #[param(pattern = "^(accepted|denied)$")]
     result: Option<String>,
+    /// From this time (inclusive), RFC 3339.
+    #[param(value_type = Option<Time>)]
     from: Option<String>,
+    /// Until this time (exclusive), RFC 3339.
+    #[param(value_type = Option<Time>)]
     to: Option<String>,
+    /// The `next` of the previous page.
     after: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
+    #[param(minimum = 1)]
     limit: Option<u32>,
+    /// Wait until the read model reflects at least this seq.
     min_seq: Option<u64>,
 }
 
@@ -219,10 +327,15 @@ fn time(what: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     .transpose()
 }
 
-/// `GET /v1/audit?actor=&action=&result=accepted|denied&from=&to=&after=&limit=`
-/// (`audit.read`): one entry per decided command, accepted or denied with its reason
+/// The audit view: every decided command, accepted or denied, with its request id
+/// (read model; audit.read).
+///
+/// One entry per decided command, accepted or denied with its reason
 /// code, in seq order, each with the id of the request that caused it;
 /// `{"entries":[…],"next","reflects_seq"}`. `from` is inclusive, `to` exclusive.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, description = "A page", body = AuditPage,
+        headers(("Ledger-Reflects-Seq" = u64, description = "The seq the read model reflects")))))]
 pub async fn audit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -283,19 +396,23 @@ pub async fn audit(
         rows.truncate(page as usize);
         rows.last().map(|row| row.seq.to_string())
     });
-    let entries: Vec<Value> = rows.iter().map(audit_json).collect();
+    let page = AuditPage {
+        entries: rows.iter().map(audit_json).collect(),
+        next: next.flatten(),
+        reflects_seq: None,
+    };
     Ok(answer(
-        json!({"entries": entries, "next": next.flatten()}),
+        serde_json::to_value(page).unwrap_or_default(),
         found.seq,
     ))
 }
 
 /// The audit routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/ledger/keys", get(ledger_keys))
-        .route("/v1/audit", get(audit))
-        .route("/v1/audit/export", get(export))
-        .route("/v1/checkpoints", post(checkpoint_now))
-        .route("/v1/checkpoints/latest", get(latest_checkpoint))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ledger_keys))
+        .routes(routes!(audit))
+        .routes(routes!(export))
+        .routes(routes!(checkpoint_now))
+        .routes(routes!(latest_checkpoint))
 }

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::http::context::{Caller, Idempotency};
 use crate::state::AppState;
 use crate::util;
-use crate::writer::{Submission, View};
+use crate::writer::{Peek, Submission, View};
 
 pub(crate) fn parse<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, ApiError> {
     text.parse()
@@ -81,6 +81,8 @@ pub(crate) struct Ctx {
     pub(crate) state: AppState,
     pub(crate) caller: Caller,
     pub(crate) idempotency: Option<Idempotency>,
+    /// Handed to the writer with the next submission (`Submission::peek`).
+    peek: std::sync::Mutex<Option<Peek>>,
 }
 
 impl Ctx {
@@ -93,7 +95,16 @@ impl Ctx {
             state,
             caller,
             idempotency: idempotency.map(|Extension(i)| i),
+            peek: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Lets the next submission look at the state right before it is decided.
+    pub(crate) fn peeking(self, peek: Peek) -> Self {
+        if let Ok(mut slot) = self.peek.lock() {
+            *slot = Some(peek);
+        }
+        self
     }
 
     pub(crate) async fn submit(
@@ -111,6 +122,7 @@ impl Ctx {
             recheck: self.idempotency.is_some_and(|i| i.recheck),
             request_id: Some(self.caller.request_id.as_str().to_owned()),
             view,
+            peek: self.peek.lock().ok().and_then(|mut slot| slot.take()),
         };
         let outcome = self
             .state
@@ -268,7 +280,7 @@ pub(crate) fn with_proof(
     }
 }
 
-pub(crate) fn created(value: Value) -> Response {
+pub(crate) fn created(value: impl serde::Serialize) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
 }
 
@@ -281,6 +293,6 @@ pub(crate) fn secret_answer(mut response: Response) -> Response {
     response
 }
 
-pub(crate) fn ok(value: Value) -> Response {
+pub(crate) fn ok(value: impl serde::Serialize) -> Response {
     (StatusCode::OK, Json(value)).into_response()
 }

@@ -12,21 +12,64 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use futures_util::Stream;
 use ledger_core::event::Event;
 use ledger_core::ids::TenantId;
 use ledger_core::policy::Permission;
 use ledger_core::Rejection;
 use ledger_store::Store;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::http::context::Caller;
 use crate::routes::context::caller_may;
+use crate::routes::schema::{PrincipalId as PrincipalIdSchema, Time};
 use crate::state::AppState;
+
+/// The schema of an event: its canonical envelope, exactly as hashed and exported
+/// (DESIGN section 4).
+#[derive(ToSchema)]
+#[schema(as = Event)]
+#[allow(dead_code)] // a schema only: the event's canonical bytes are sent
+pub(crate) struct EventSchema {
+    #[schema(minimum = 1, maximum = 1)]
+    v: u32,
+    tenant: String,
+    #[schema(minimum = 1)]
+    seq: u64,
+    #[schema(pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+    id: String,
+    #[schema(value_type = Time)]
+    at: String,
+    #[schema(value_type = PrincipalIdSchema)]
+    actor: String,
+    /// `payout.approved`, `role.granted`, …
+    kind: String,
+    /// The kind's fields (DESIGN section 4, Field names).
+    #[schema(value_type = Object)]
+    data: Value,
+    /// The previous event's hash (64 zeros for seq 1).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    prev: String,
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    hash: String,
+}
+
+/// A page of the feed.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventPage {
+    #[schema(value_type = Vec<EventSchema>)]
+    events: Vec<Value>,
+    /// The seq to pass as `after` for the next page.
+    next: u64,
+    /// The tenant's head now.
+    head: u64,
+}
 
 /// Most events per feed page or SSE batch.
 pub const FEED_PAGE_MAX: u32 = 1000;
@@ -41,11 +84,24 @@ fn envelope(event: &Event) -> Result<Value, ApiError> {
 }
 
 /// `?after=&limit=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
+    /// The seq after which to start (0: from the first event).
     after: Option<u64>,
+    /// Events per page, 1 to 1000 (default 100).
+    #[param(minimum = 1)]
     limit: Option<u32>,
+}
+
+/// `?after=` of the stream.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// The seq after which to start, unless `Last-Event-ID` says.
+    after: Option<u64>,
 }
 
 async fn require_read(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
@@ -58,7 +114,9 @@ async fn require_read(state: &AppState, caller: &Caller) -> Result<(), ApiError>
     }
 }
 
-/// `GET /v1/events?after=&limit=`: the next page of events after a seq.
+/// The event feed: the next page of events after a seq (ledger.read).
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(FeedQuery),
+    responses((status = 200, description = "A page", body = EventPage)))]
 pub async fn feed(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -75,7 +133,12 @@ pub async fn feed(
         .map(|(event, _)| envelope(event))
         .collect::<Result<Vec<Value>, ApiError>>()?;
     let head = state.store.head(&caller.tenant).await?;
-    Ok(Json(json!({"events": events, "next": next, "head": head.seq})).into_response())
+    Ok(Json(EventPage {
+        events,
+        next,
+        head: head.seq,
+    })
+    .into_response())
 }
 
 fn last_event_id(headers: &HeaderMap, after: Option<u64>) -> Result<u64, ApiError> {
@@ -137,13 +200,18 @@ async fn next_event(mut cursor: Cursor) -> Option<(Result<SseEvent, Infallible>,
     }
 }
 
-/// `GET /v1/events/stream`: every event after `Last-Event-ID` (or `?after=`), then new
-/// ones as they are committed.
+/// Server-Sent Events, resumable with Last-Event-ID (ledger.read).
+///
+/// Every event after `Last-Event-ID` (or `?after=`), then new ones as they are
+/// committed; each SSE `id` is the seq, `event` the kind, `data` the envelope.
+#[utoipa::path(get, path = "/v1/events/stream", tag = "events",
+    params(StreamQuery, ("Last-Event-ID" = Option<u64>, Header, description = "The seq of the last event the client has")),
+    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String)))]
 pub async fn stream(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let Query(query) = query.map_err(|_| ApiError::Validation("query parameters".into()))?;
     require_read(&state, &caller).await?;
@@ -160,8 +228,8 @@ pub async fn stream(
 }
 
 /// The event feed and stream routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", get(feed))
-        .route("/v1/events/stream", get(stream))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(feed))
+        .routes(routes!(stream))
 }

@@ -3,22 +3,27 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{delete, post};
-use axum::{Extension, Router};
+use axum::Extension;
 use ledger_core::command::Command;
 use ledger_core::ids::{ApiKeyId, PrincipalId, TenantId};
 use ledger_core::policy::Permission;
 use ledger_core::proof::TwoFactorFailure;
 use ledger_core::time::Timestamp;
 use ledger_core::Rejection;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::http::context::{Caller, Idempotency};
 use crate::http::extract::{Body, Path};
 use crate::records::{kind, ApiKeyRecord, TotpRecord};
 use crate::routes::context::{created, new_id, ok, parse, path_id, secret_answer, Ctx};
+use crate::routes::schema::{
+    ApiKeyId as ApiKeyIdSchema, OneTimeCode, PermissionName, Time, UserId,
+};
 use crate::state::AppState;
 use crate::util;
 
@@ -58,16 +63,32 @@ pub(crate) async fn issue_key(
     Ok(format!("{key_id}.{secret}"))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/me/totp/confirm`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CodeBody {
+pub(crate) struct ConfirmTotp {
+    /// A first code from the enrolled secret.
+    #[schema(value_type = OneTimeCode)]
     code: String,
 }
 
+/// The enrolment is confirmed: money movement may now be authorized with codes.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TotpConfirmed {
+    #[schema(value_type = UserId)]
+    user: PrincipalId,
+    /// Always `confirmed`.
+    #[schema(value_type = String, pattern = "^confirmed$")]
+    totp: &'static str,
+}
+
+/// Confirm TOTP enrolment with a first code.
+#[utoipa::path(post, path = "/v1/me/totp/confirm", tag = "keys", request_body = ConfirmTotp,
+    responses((status = 200, description = "Confirmed", body = TotpConfirmed)))]
 async fn confirm_totp(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Body(body): Body<CodeBody>,
+    Body(body): Body<ConfirmTotp>,
 ) -> Result<Response, ApiError> {
     match state
         .check_code(&caller.tenant, &caller.principal, Some(&body.code), false)
@@ -101,27 +122,53 @@ async fn confirm_totp(
             )
             .await?
         {
-            return Ok(ok(json!({"user": caller.principal, "totp": "confirmed"})));
+            return Ok(ok(TotpConfirmed {
+                user: caller.principal,
+                totp: "confirmed",
+            }));
         }
     }
     Err(ApiError::Unavailable)
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/me/api-keys`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ApiKeyBody {
+pub(crate) struct NewApiKey {
+    /// What the key may do: only narrows what the owner's roles allow.
+    #[schema(value_type = Vec<PermissionName>)]
     scopes: Vec<Permission>,
+    /// When the key stops working.
+    #[schema(value_type = Option<Time>)]
     expires_at: Option<Timestamp>,
+    /// 1 to 32 addresses or CIDR blocks the key may be used from.
+    #[schema(min_items = 1, max_items = 32)]
     allowed_ips: Option<Vec<String>>,
+    /// Whether every request must also be signed (the X-Ledger-* headers).
     hmac: Option<bool>,
+    /// The current TOTP code.
+    #[schema(value_type = Option<OneTimeCode>)]
     otp: Option<String>,
 }
 
+/// The new key, shown once.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ApiKeyIssued {
+    /// The key's id.
+    #[schema(value_type = ApiKeyIdSchema)]
+    id: String,
+    /// `<key_id>.<secret>`.
+    api_key: String,
+}
+
+/// Issue an API key to yourself (2FA).
+#[utoipa::path(post, path = "/v1/me/api-keys", tag = "keys", request_body = NewApiKey,
+    responses((status = 201, description = "The key, shown once", body = ApiKeyIssued)))]
 async fn issue_api_key(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     idempotency: Option<Extension<Idempotency>>,
-    Body(body): Body<ApiKeyBody>,
+    Body(body): Body<NewApiKey>,
 ) -> Result<Response, ApiError> {
     let ctx = Ctx::new(state, caller, idempotency);
     if let Some(ips) = &body.allowed_ips {
@@ -156,9 +203,10 @@ async fn issue_api_key(
         body.hmac.unwrap_or(false),
     )
     .await?;
-    Ok(secret_answer(created(
-        json!({"id": key_id, "api_key": api_key}),
-    )))
+    Ok(secret_answer(created(ApiKeyIssued {
+        id: key_id,
+        api_key,
+    })))
 }
 
 fn valid_ip_entry(entry: &str) -> bool {
@@ -177,6 +225,18 @@ fn valid_ip_entry(entry: &str) -> bool {
     }
 }
 
+/// The key is revoked.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ApiKeyRevoked {
+    #[schema(value_type = ApiKeyIdSchema)]
+    id: String,
+    /// Always true.
+    revoked: bool,
+}
+
+/// Revoke one of your API keys.
+#[utoipa::path(delete, path = "/v1/me/api-keys/{id}", tag = "keys", params(("id" = ApiKeyIdSchema, Path, description = "One of the caller's keys")),
+    responses((status = 200, description = "Revoked", body = ApiKeyRevoked)))]
 async fn revoke_api_key(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -206,13 +266,13 @@ async fn revoke_api_key(
     if !updated? {
         return Err(ApiError::Unavailable);
     }
-    Ok(ok(json!({"id": id, "revoked": true})))
+    Ok(ok(ApiKeyRevoked { id, revoked: true }))
 }
 
 /// The API-key and TOTP routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/me/totp/confirm", post(confirm_totp))
-        .route("/v1/me/api-keys", post(issue_api_key))
-        .route("/v1/me/api-keys/{id}", delete(revoke_api_key))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(confirm_totp))
+        .routes(routes!(issue_api_key))
+        .routes(routes!(revoke_api_key))
 }

@@ -1,231 +1,163 @@
-//! `/openapi.json`.
+//! `/openapi.json`: OpenAPI 3.1, generated from the handlers' `#[utoipa::path]`
+//! attributes and their request, query and answer types. Each resource's router
+//! registers a route and its operation in one call (`utoipa_axum::routes!`), so neither
+//! exists without the other (`crate::routes::router` builds both). What every operation
+//! shares is added here, once, by [`finish`]: the problem answers with their stable
+//! codes, the `X-Request-Id`, `Idempotency-Key` and `Ledger-Seq` headers, and the
+//! security schemes (the bearer key, and the HMAC-signed request headers of `hmac` keys).
 
-use axum::routing::get;
-use axum::{Json, Router};
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::{json, Value};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::error::{Problem, PROBLEM_CODES};
+use crate::http::context::is_public;
 use crate::state::AppState;
 
-/// Every route: method, path, summary. The router registers exactly these, and
-/// `/openapi.json` is generated from them (a test holds the two together).
-pub const ROUTES: &[(&str, &str, &str)] = &[
-    ("get", "/healthz", "Liveness"),
-    ("get", "/readyz", "Readiness: the store answers"),
-    ("get", "/metrics", "Prometheus metrics"),
-    ("get", "/openapi.json", "This document"),
-    ("post", "/v1/users", "Add a user; returns a one-time invite"),
-    (
-        "post",
-        "/v1/invites/redeem",
-        "Redeem an invite: API key and TOTP enrolment (an Idempotency-Key replays the answer for an hour)",
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "payout ledger",
+        description = "A multi-tenant, event-sourced payout ledger: payouts through four \
+                       eyes and three 2FA gates, every change an event in a hash-chained log \
+                       (DESIGN.md section 7).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    (
-        "post",
-        "/v1/me/totp/confirm",
-        "Confirm TOTP enrolment with a first code",
-    ),
-    ("post", "/v1/users/{id}/roles", "Grant a role (2FA)"),
-    ("delete", "/v1/users/{id}/roles/{role}", "Revoke a role"),
-    (
-        "post",
-        "/v1/roles",
-        "Grant several roles under one code (2FA)",
-    ),
-    (
-        "post",
-        "/v1/me/api-keys",
-        "Issue an API key to yourself (2FA)",
-    ),
-    (
-        "delete",
-        "/v1/me/api-keys/{id}",
-        "Revoke one of your API keys",
-    ),
-    ("post", "/v1/accounts", "Open an account"),
-    (
-        "get",
-        "/v1/accounts/{id}",
-        "An account's balances (read model; reflects_seq, min_seq)",
-    ),
-    ("post", "/v1/accounts/{id}/deposits", "Deposit funds"),
-    ("post", "/v1/payees", "Add a payee"),
-    ("get", "/v1/payees/{id}", "A payee (IBAN masked)"),
-    ("post", "/v1/payouts", "Request a payout"),
-    (
-        "get",
-        "/v1/payouts",
-        "List payouts by status and account (read model; cursor pages)",
-    ),
-    (
-        "get",
-        "/v1/payouts/{id}",
-        "A payout with who acted at each gate (read model)",
-    ),
-    (
-        "post",
-        "/v1/payouts/{id}",
-        "Batch action (approve, authorize, execute, release) on several payouts",
-    ),
-    (
-        "post",
-        "/v1/payouts/{id}/{action}",
-        "approve, reject, authorize, execute, release, fail, cancel",
-    ),
-    (
-        "put",
-        "/v1/policy/approvals",
-        "Replace the approval policy (2FA)",
-    ),
-    ("get", "/v1/ledger/keys", "The public keys"),
-    ("get", "/v1/events", "The event feed after a seq (cursor)"),
-    (
-        "get",
-        "/v1/events/stream",
-        "Server-Sent Events, resumable with Last-Event-ID",
-    ),
-    (
-        "get",
-        "/v1/audit",
-        "The audit view: every decided command, accepted or denied, with its request id",
-    ),
-    (
-        "get",
-        "/v1/audit/export",
-        "The export (JSON Lines, DESIGN section 4)",
-    ),
-    ("post", "/v1/checkpoints", "Sign a checkpoint now"),
-    ("get", "/v1/checkpoints/latest", "The latest checkpoint"),
-    // Webhooks (crate::webhooks).
-    (
-        "post",
-        "/v1/webhooks",
-        "Subscribe a webhook; the answer holds its secret, once",
-    ),
-    ("get", "/v1/webhooks", "List the webhook subscriptions"),
-    (
-        "get",
-        "/v1/webhooks/{id}",
-        "A webhook: status, cursor, failing event",
-    ),
-    (
-        "delete",
-        "/v1/webhooks/{id}",
-        "Delete a webhook subscription",
-    ),
-    (
-        "post",
-        "/v1/webhooks/{id}/redeliver",
-        "Leave the dead-letter state and retry",
-    ),
-];
+    components(schemas(Problem))
+)]
+struct ApiDoc;
 
-/// The query parameters of the routes that take any: method, path, names. All are
-/// optional; any other parameter is refused with 422. `/openapi.json` lists them, and a
-/// black-box test sends each to its route.
-pub const QUERY_PARAMETERS: &[(&str, &str, &[&str])] = &[
-    ("get", "/v1/accounts/{id}", &["min_seq"]),
-    (
-        "get",
-        "/v1/payouts",
-        &["status", "account", "after", "limit", "min_seq"],
-    ),
-    ("get", "/v1/payouts/{id}", &["min_seq"]),
-    (
-        "get",
-        "/v1/audit",
-        &[
-            "actor", "action", "result", "from", "to", "after", "limit", "min_seq",
-        ],
-    ),
-    ("get", "/v1/events", &["after", "limit"]),
-    ("get", "/v1/events/stream", &["after"]),
-];
+/// The document before the resources' operations are merged into it.
+pub fn base() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
 
-/// The OpenAPI 3.1 document, generated from [`ROUTES`].
-pub fn openapi_document() -> Value {
-    let mut paths = serde_json::Map::new();
-    for (method, path, summary) in ROUTES {
-        let entry = paths.entry((*path).to_owned()).or_insert_with(|| json!({}));
-        let mut parameters: Vec<Value> = path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        for (_, _, names) in QUERY_PARAMETERS
-            .iter()
-            .filter(|(m, p, _)| m == method && p == path)
-        {
-            parameters.extend(names.iter().map(|name| {
-                json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})
-            }));
-        }
-        let public = matches!(
-            *path,
-            "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/v1/invites/redeem"
-        );
-        let mut operation = json!({
-            "summary": summary,
-            "parameters": parameters,
-            "responses": {
-                "default": {
-                    "description": "problem+json on error",
-                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+/// The served document, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Document(pub Arc<Vec<u8>>);
+
+/// This document (OpenAPI 3.1).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Value))
+)]
+async fn openapi(Extension(Document(bytes)): Extension<Document>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        bytes.as_ref().clone(),
+    )
+        .into_response()
+}
+
+/// The document's route.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(openapi))
+}
+
+const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
+
+fn header_schema(description: &str, schema: Value) -> Value {
+    json!({"description": description, "schema": schema})
+}
+
+/// Completes the generated document with what every operation shares.
+pub fn finish(document: utoipa::openapi::OpenApi) -> Value {
+    let mut doc = serde_json::to_value(document).unwrap_or(Value::Null);
+    doc["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
+    let request_id = json!({
+        "name": "X-Request-Id", "in": "header", "required": false,
+        "description": "The request's id, echoed in the answer and the audit view; \
+                        1 to 128 of A-Z a-z 0-9 . _ -, else a fresh one is made.",
+        "schema": {"type": "string", "maxLength": 128}
+    });
+    let idempotency = json!({
+        "name": "Idempotency-Key", "in": "header", "required": false,
+        "description": "The same key and body replays the first answer; the same key \
+                        with another body is 422 idempotency_conflict.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}
+    });
+    let answer_headers = json!({
+        "X-Request-Id": header_schema("The request's id.", json!({"type": "string"})),
+    });
+    let problem = json!({
+        "description": "A problem (RFC 9457) with a stable `code`; 429, 503 and \
+                        two_factor_locked carry Retry-After.",
+        "headers": {
+            "X-Request-Id": header_schema("The request's id.", json!({"type": "string"})),
+            "Retry-After": header_schema("Seconds to wait.", json!({"type": "integer", "minimum": 1})),
+        },
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    });
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return doc;
+    };
+    for (path, item) in paths.iter_mut() {
+        for method in METHODS {
+            let Some(operation) = item.get_mut(method).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let parameters = operation.entry("parameters").or_insert_with(|| json!([]));
+            if let Some(list) = parameters.as_array_mut() {
+                list.push(request_id.clone());
+                if method == "post" || method == "put" {
+                    list.push(idempotency.clone());
                 }
             }
-        });
-        if !public {
-            operation["security"] = json!([{"bearer": []}]);
-        }
-        if let Some(map) = entry.as_object_mut() {
-            map.insert((*method).to_owned(), operation);
-        }
-    }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "payout ledger", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Problem": {"type": "object", "required": ["status", "code"], "properties": {
-                "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                "code": {"type": "string"}, "detail": {"type": "string"}
-            }}}
-        }
-    })
-}
-
-async fn openapi() -> Json<Value> {
-    Json(openapi_document())
-}
-
-/// The OpenAPI document.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(openapi))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn openapi_lists_every_route_once_per_method() {
-        let doc = openapi_document();
-        for (method, path, _) in ROUTES {
-            assert!(doc["paths"][path][method].is_object(), "{method} {path}");
-        }
-        for (method, path, names) in QUERY_PARAMETERS {
-            assert!(
-                ROUTES.iter().any(|(m, p, _)| m == method && p == path),
-                "{path}"
-            );
-            let listed: Vec<&str> = doc["paths"][path][method]["parameters"]
-                .as_array()
-                .expect("parameters")
-                .iter()
-                .filter(|p| p["in"] == "query")
-                .filter_map(|p| p["name"].as_str())
-                .collect();
-            assert_eq!(&listed, names, "{method} {path}");
+            let writes = method != "get";
+            if let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            {
+                for (status, response) in responses.iter_mut() {
+                    let headers = response
+                        .as_object_mut()
+                        .map(|r| r.entry("headers").or_insert_with(|| json!({})));
+                    let Some(headers) = headers.and_then(Value::as_object_mut) else {
+                        continue;
+                    };
+                    if let Some(shared) = answer_headers.as_object() {
+                        headers.extend(shared.clone());
+                    }
+                    if writes && status.starts_with('2') {
+                        headers.insert(
+                            "Ledger-Seq".into(),
+                            header_schema(
+                                "The seq this request's events committed up to (absent when \
+                                 nothing was appended): pass it as min_seq to a read.",
+                                json!({"type": "integer", "minimum": 1}),
+                            ),
+                        );
+                    }
+                }
+                responses.insert("default".into(), problem.clone());
+            }
+            if !is_public(path) {
+                operation.insert(
+                    "security".into(),
+                    json!([{"bearer": []}, {"bearer": [], "ledger_timestamp": [], "ledger_nonce": [], "ledger_signature": []}]),
+                );
+            }
         }
     }
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer",
+                   "description": "An API key, `<key_id>.<secret>`; the key decides the tenant."},
+        "ledger_timestamp": {"type": "apiKey", "in": "header", "name": "X-Ledger-Timestamp",
+                   "description": "hmac keys: Unix seconds, within 300 s."},
+        "ledger_nonce": {"type": "apiKey", "in": "header", "name": "X-Ledger-Nonce",
+                   "description": "hmac keys: used once."},
+        "ledger_signature": {"type": "apiKey", "in": "header", "name": "X-Ledger-Signature",
+                   "description": "hmac keys: hex HMAC-SHA256 of timestamp, nonce, method, \
+                                   path with query and the hex SHA-256 of the body, one per line."},
+    });
+    doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"] = json!(PROBLEM_CODES);
+    doc
 }

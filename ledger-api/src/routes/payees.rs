@@ -2,26 +2,55 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Extension;
 use ledger_core::command::Command;
 use ledger_core::ids::PayeeId;
 use ledger_core::policy::Permission;
 use ledger_core::Rejection;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::http::context::{Caller, Idempotency};
 use crate::http::extract::{Body, Path};
 use crate::routes::context::{created, new_id, ok, parse, path_id, Ctx};
+use crate::routes::schema::PayeeId as PayeeIdSchema;
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+/// `POST /v1/payees`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PayeeBody {
+pub(crate) struct NewPayee {
     name: String,
+    /// ISO 13616, check digits verified; stored encrypted, never shown again in full.
+    #[schema(
+        pattern = "^[A-Z]{2}[0-9]{2}[A-Za-z0-9 ]{11,40}$",
+        example = "DE89370400440532013000"
+    )]
     iban: String,
+}
+
+/// A payee, its IBAN masked.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PayeeView {
+    #[schema(value_type = PayeeIdSchema)]
+    payee: String,
+    name: String,
+    /// The country and the last four characters only.
+    #[schema(example = "DE**********3000")]
+    iban: String,
+}
+
+fn payee_view(payee: &str, record: &Value) -> PayeeView {
+    let text = |field: &str| record[field].as_str().unwrap_or_default().to_owned();
+    PayeeView {
+        payee: payee.to_owned(),
+        name: text("name"),
+        iban: text("iban_masked"),
+    }
 }
 
 /// Checks an IBAN's shape and ISO 13616 mod-97 check digits.
@@ -60,11 +89,14 @@ fn mask_iban(iban: &str) -> String {
     format!("{}**********{tail}", &compact[..2])
 }
 
+/// Add a payee (payee.manage).
+#[utoipa::path(post, path = "/v1/payees", tag = "payees", request_body = NewPayee,
+    responses((status = 201, description = "The payee, its IBAN masked", body = PayeeView)))]
 async fn add_payee(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     idempotency: Option<Extension<Idempotency>>,
-    Body(body): Body<PayeeBody>,
+    Body(body): Body<NewPayee>,
 ) -> Result<Response, ApiError> {
     let ctx = Ctx::new(state, caller, idempotency);
     if !valid_iban(&body.iban) {
@@ -90,7 +122,8 @@ async fn add_payee(
             }],
             None,
             Box::new(move |_, _| {
-                json!({"payee": view_payee, "name": view_record["name"], "iban": view_record["iban_masked"]})
+                serde_json::to_value(payee_view(view_payee.as_str(), &view_record))
+                    .unwrap_or_default()
             }),
         )
         .await?;
@@ -100,6 +133,10 @@ async fn add_payee(
     Ok(created(answer))
 }
 
+/// A payee, its IBAN masked (payee.read or payee.manage).
+#[utoipa::path(get, path = "/v1/payees/{id}", tag = "payees",
+    params(("id" = PayeeIdSchema, Path, description = "The payee")),
+    responses((status = 200, description = "The payee", body = PayeeView)))]
 async fn get_payee(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -131,16 +168,14 @@ async fn get_payee(
         .get::<Value>(&ctx.caller.tenant, "payee", &id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(ok(
-        json!({"payee": id, "name": record["name"], "iban": record["iban_masked"]}),
-    ))
+    Ok(ok(payee_view(&id, &record)))
 }
 
 /// The payee routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/payees", post(add_payee))
-        .route("/v1/payees/{id}", get(get_payee))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(add_payee))
+        .routes(routes!(get_payee))
 }
 
 #[cfg(test)]

@@ -2,20 +2,23 @@
 //! a page (the read model).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Extension;
 use ledger_core::command::Command;
 use ledger_core::ids::{AccountId, PayeeId, PayoutId};
 use ledger_core::money::{Currency, Money};
 use ledger_core::policy::Permission;
-use ledger_core::state::{Payout, PayoutStatus, TenantState};
+use ledger_core::state::{OpenPayout, Payout, PayoutStatus, TenantState};
 use ledger_store::PayoutQuery;
 use projections::{Gate, PayoutRow};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::http::context::{Caller, Idempotency};
@@ -24,44 +27,198 @@ use crate::routes::context::{created, new_id, ok, parse, path_id, Ctx};
 use crate::routes::read_model::{
     answer, cursor, limit, permitted, query, reflected, ObjectQuery, QueryResult, PAYOUTS_PAGE_MAX,
 };
+use crate::routes::schema::{
+    with_schema, AccountId as AccountIdSchema, Amount, CurrencyCode, OneTimeCode,
+    PayeeId as PayeeIdSchema, PayoutId as PayoutIdSchema, PayoutStatusName,
+    PrincipalId as PrincipalIdSchema, Time,
+};
 use crate::state::AppState;
-use crate::writer::View;
+use crate::writer::{Peek, View};
 
-fn payout_view(state: &TenantState, id: &PayoutId) -> Value {
-    match state.payouts.get(id) {
-        None => Value::Null,
-        Some(Payout::Closed(status)) => json!({"payout": id, "status": status.name()}),
-        Some(Payout::Open(open)) => json!({
-            "payout": id,
-            "status": open.status.name(),
-            "account": open.account,
-            "amount": open.money.to_text(),
-            "currency": open.money.currency(),
-            "requester": open.requester,
-            "approvers": open.approvers.as_slice(),
-            "approvals_required": open.approvals_required,
-            "authorizer": open.authorizer,
-            "executor": open.executor,
-        }),
+/// Who acted at a gate, when, at which seq.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GateView {
+    #[schema(value_type = PrincipalIdSchema)]
+    by: String,
+    #[schema(value_type = Time)]
+    at: String,
+    seq: u64,
+}
+
+/// How a payout ended before release (rejected, cancelled, failed).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EndView {
+    #[schema(value_type = PrincipalIdSchema)]
+    by: String,
+    #[schema(value_type = Time)]
+    at: String,
+    seq: u64,
+    reason: String,
+}
+
+/// A payout: the same shape from every endpoint. Its terms, its status and who acted at
+/// each gate as the writer knows them; the reads (`GET /v1/payouts…`, from the read
+/// model) add the payee, the reference, when each gate was passed, and the seq they
+/// reflect.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PayoutView {
+    #[schema(value_type = PayoutIdSchema)]
+    payout: String,
+    #[schema(value_type = PayoutStatusName)]
+    status: String,
+    #[schema(value_type = AccountIdSchema)]
+    account: String,
+    #[schema(value_type = Amount)]
+    amount: String,
+    #[schema(value_type = CurrencyCode)]
+    currency: String,
+    #[schema(value_type = PrincipalIdSchema)]
+    requester: String,
+    /// Distinct approvers so far, in order.
+    #[schema(value_type = Vec<PrincipalIdSchema>)]
+    approvers: Vec<String>,
+    /// Approvals the policy required at request time.
+    approvals_required: u32,
+    #[schema(value_type = Option<PrincipalIdSchema>)]
+    authorizer: Option<String>,
+    #[schema(value_type = Option<PrincipalIdSchema>)]
+    executor: Option<String>,
+    /// Who released it (reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<PrincipalIdSchema>)]
+    releaser: Option<Option<String>>,
+    /// Reads: the payee.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<PayeeIdSchema>)]
+    payee: Option<String>,
+    /// Reads: the payout's reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    /// Reads: the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested: Option<GateView>,
+    /// Reads: each approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approvals: Option<Vec<GateView>>,
+    /// Reads: the authorization, once passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<GateView>)]
+    authorized: Option<Option<GateView>>,
+    /// Reads: the execution, once passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<GateView>)]
+    executed: Option<Option<GateView>>,
+    /// Reads: the release, once passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<GateView>)]
+    released: Option<Option<GateView>>,
+    /// Reads: the end, for a rejected, cancelled or failed payout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<EndView>)]
+    ended: Option<Option<EndView>>,
+    /// Reads: the seq the read model reflected (also the Ledger-Reflects-Seq header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reflects_seq: Option<u64>,
+}
+
+impl PayoutView {
+    fn of_open(id: &PayoutId, status: PayoutStatus, open: &OpenPayout) -> Self {
+        let name = |p: &ledger_core::ids::PrincipalId| p.to_string();
+        PayoutView {
+            payout: id.to_string(),
+            status: status.name().to_owned(),
+            account: open.account.to_string(),
+            amount: open.money.to_text(),
+            currency: open.money.currency().to_string(),
+            requester: name(&open.requester),
+            approvers: open.approvers.iter().map(name).collect(),
+            approvals_required: open.approvals_required,
+            authorizer: open.authorizer.as_ref().map(name),
+            executor: open.executor.as_ref().map(name),
+            releaser: None,
+            payee: None,
+            reference: None,
+            requested: None,
+            approvals: None,
+            authorized: None,
+            executed: None,
+            released: None,
+            ended: None,
+            reflects_seq: None,
+        }
     }
 }
 
-#[derive(Deserialize)]
+/// The open payouts of `ids` as they stood before a submission closed any of them
+/// (the state keeps a closed payout's status only).
+#[derive(Clone, Default)]
+struct Before(Arc<Mutex<BTreeMap<PayoutId, OpenPayout>>>);
+
+impl Before {
+    fn peek(&self, ids: Vec<PayoutId>) -> Peek {
+        let slot = self.0.clone();
+        Box::new(move |state: &TenantState| {
+            if let Ok(mut seen) = slot.lock() {
+                seen.clear();
+                for id in &ids {
+                    if let Some(Payout::Open(open)) = state.payouts.get(id) {
+                        seen.insert(id.clone(), (**open).clone());
+                    }
+                }
+            }
+        })
+    }
+
+    fn get(&self, id: &PayoutId) -> Option<OpenPayout> {
+        self.0.lock().ok().and_then(|seen| seen.get(id).cloned())
+    }
+}
+
+/// A payout as the writer's state has it after a submission; a payout the submission
+/// closed, from its terms just before (`before`). `None` when neither holds them (a
+/// retried request found already committed): the caller answers from the read model.
+fn payout_view(state: &TenantState, id: &PayoutId, before: &Before) -> Option<PayoutView> {
+    match state.payouts.get(id)? {
+        Payout::Closed(status) => before
+            .get(id)
+            .map(|open| PayoutView::of_open(id, *status, &open)),
+        Payout::Open(open) => Some(PayoutView::of_open(id, open.status, open)),
+    }
+}
+
+fn to_value(view: Option<PayoutView>) -> Value {
+    view.and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// `POST /v1/payouts`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PayoutBody {
+pub(crate) struct NewPayout {
+    /// The source account.
+    #[schema(value_type = AccountIdSchema)]
     account: AccountId,
+    #[schema(value_type = PayeeIdSchema)]
     payee: PayeeId,
+    /// In `currency`, which must be the account's.
+    #[schema(value_type = Amount)]
     amount: String,
+    #[schema(value_type = CurrencyCode)]
     currency: Currency,
+    /// The payment's reference, as the payee will see it.
     reference: String,
+    /// Free text pairs kept in the chain.
     metadata: Option<BTreeMap<String, String>>,
 }
 
+/// Request a payout (payout.request).
+#[utoipa::path(post, path = "/v1/payouts", tag = "payouts", request_body = NewPayout,
+    responses((status = 201, description = "The payout, requested", body = PayoutView)))]
 async fn request_payout(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     idempotency: Option<Extension<Idempotency>>,
-    Body(body): Body<PayoutBody>,
+    Body(body): Body<NewPayout>,
 ) -> Result<Response, ApiError> {
     let ctx = Ctx::new(state, caller, idempotency);
     let money = Money::parse(&body.amount, body.currency)
@@ -79,21 +236,42 @@ async fn request_payout(
                 metadata: body.metadata,
             }],
             None,
-            Box::new(move |state, _| payout_view(state, &view_payout)),
+            Box::new(move |state, _| {
+                to_value(payout_view(state, &view_payout, &Before::default()))
+            }),
         )
         .await?;
     Ok(created(answer))
 }
 
-#[derive(Deserialize, Default)]
+/// The body of an action on one payout: `{}` to approve, `{"reason"}` to reject,
+/// fail or cancel, `{"otp"}` to authorize, execute or release (and `rail`, the rail's
+/// name, optionally, to execute).
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ActionBody {
+pub(crate) struct PayoutAction {
+    #[schema(value_type = Option<OneTimeCode>)]
     otp: Option<String>,
     reason: Option<String>,
     rail: Option<String>,
 }
 
-fn payout_command(action: &str, payout: PayoutId, body: &ActionBody) -> Result<Command, ApiError> {
+/// The actions on several payouts under one code.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: the path segment is matched as text
+pub(crate) enum BatchActionName {
+    Approve,
+    Authorize,
+    Execute,
+    Release,
+}
+
+fn payout_command(
+    action: &str,
+    payout: PayoutId,
+    body: &PayoutAction,
+) -> Result<Command, ApiError> {
     let reason = || {
         body.reason
             .clone()
@@ -141,41 +319,138 @@ fn needs_code(action: &str) -> bool {
     matches!(action, "authorize" | "execute" | "release")
 }
 
+/// The shared part of the actions on one payout (`POST /v1/payouts/{id}/<action>`).
 async fn payout_action(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    action: &str,
+    state: AppState,
+    caller: Caller,
     idempotency: Option<Extension<Idempotency>>,
-    Path((id, action)): Path<(String, String)>,
-    Body(body): Body<ActionBody>,
+    id: &str,
+    body: PayoutAction,
 ) -> Result<Response, ApiError> {
+    let before = Before::default();
     let ctx = Ctx::new(state, caller, idempotency);
-    let payout: PayoutId = path_id(&id)?;
-    let command = payout_command(&action, payout.clone(), &body)?;
-    let view: View = Box::new(move |state, _| payout_view(state, &payout));
-    let answer = if needs_code(&action) {
+    let payout: PayoutId = path_id(id)?;
+    let ctx = ctx.peeking(before.peek(vec![payout.clone()]));
+    let command = payout_command(action, payout.clone(), &body)?;
+    let view_payout = payout.clone();
+    let view: View = Box::new(move |state, _| to_value(payout_view(state, &view_payout, &before)));
+    let answer = if needs_code(action) {
         ctx.submit_with_code(vec![command], body.otp.as_deref(), view)
             .await?
     } else {
         ctx.submit(vec![command], None, view).await?
     };
+    if answer.is_null() {
+        return Ok(ok(read_payout(&ctx.state, &ctx.caller, &payout).await?));
+    }
     Ok(ok(answer))
 }
 
-#[derive(Deserialize)]
+/// One operation per action on one payout, each with the same body
+/// ([`PayoutAction`]) and answer (the whole payout).
+macro_rules! action {
+    ($(#[$doc:meta])* $handler:ident, $action:literal) => {
+        $(#[$doc])*
+        #[utoipa::path(post, path = concat!("/v1/payouts/{id}/", $action), tag = "payouts",
+            request_body = PayoutAction,
+            params(("id" = PayoutIdSchema, Path, description = "The payout")),
+            responses((status = 200, description = "The payout after the action", body = PayoutView)))]
+        async fn $handler(
+            State(state): State<AppState>,
+            Extension(caller): Extension<Caller>,
+            idempotency: Option<Extension<Idempotency>>,
+            Path(id): Path<String>,
+            Body(body): Body<PayoutAction>,
+        ) -> Result<Response, ApiError> {
+            payout_action($action, state, caller, idempotency, &id, body).await
+        }
+    };
+}
+
+action!(
+    /// Approve (gate 1; payout.approve): `{}`; the approver is not the requester.
+    approve, "approve"
+);
+action!(
+    /// Reject before execution (payout.reject): `{"reason"}`.
+    reject, "reject"
+);
+action!(
+    /// Authorize (gate 2, 2FA; payout.authorize): `{"otp"}`; holds the funds.
+    ///
+    /// The authorizer is none of the requester and the approvers; refused with
+    /// insufficient_funds when the account's available balance is short.
+    authorize, "authorize"
+);
+action!(
+    /// Execute (gate 3, 2FA; payout.execute): `{"otp","rail"?}`.
+    ///
+    /// The executor is none of the requester, the approvers and the authorizer.
+    execute, "execute"
+);
+action!(
+    /// Release (2FA for a person; payout.release): `{"otp"}`; the releaser is not the executor.
+    release, "release"
+);
+action!(
+    /// Mark an executed payout failed (payout.fail): `{"reason"}`; the hold goes back.
+    fail, "fail"
+);
+action!(
+    /// Cancel before execution (payout.cancel): `{"reason"}`; a hold goes back.
+    cancel, "cancel"
+);
+
+/// A payout from the read model (once it reflects this process's writes).
+async fn read_payout(
+    state: &AppState,
+    caller: &Caller,
+    payout: &PayoutId,
+) -> Result<PayoutView, ApiError> {
+    let head = permitted(state, caller, Permission::LedgerRead).await?;
+    let found = reflected(state, caller, head, || {
+        state.store.projected_payout(&caller.tenant, payout)
+    })
+    .await?;
+    found
+        .value
+        .as_ref()
+        .map(payout_json)
+        .ok_or(ApiError::NotFound)
+}
+
+/// `POST /v1/payouts/{action}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchBody {
+pub(crate) struct BatchAction {
+    /// All or nothing.
+    #[schema(value_type = Vec<PayoutIdSchema>, min_items = 1, max_items = 1000)]
     payouts: Vec<PayoutId>,
+    /// One code for the whole batch (authorize, execute, release): one batch proof.
+    #[schema(value_type = Option<OneTimeCode>)]
     otp: Option<String>,
 }
 
+/// The payouts after a batch action, in the order asked.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PayoutsActedOn {
+    payouts: Vec<PayoutView>,
+}
+
+/// Act on several payouts at once (approve, authorize, execute, release), all or nothing.
+#[utoipa::path(post, path = "/v1/payouts/{id}", tag = "payouts", request_body = BatchAction,
+    params(("id" = BatchActionName, Path, description = "The action (the segment after /v1/payouts/)")),
+    responses((status = 200, description = "The payouts after the action", body = PayoutsActedOn)))]
 async fn batch_action(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     idempotency: Option<Extension<Idempotency>>,
     Path(action): Path<String>,
-    Body(body): Body<BatchBody>,
+    Body(body): Body<BatchAction>,
 ) -> Result<Response, ApiError> {
-    let ctx = Ctx::new(state, caller, idempotency);
+    let before = Before::default();
+    let ctx = Ctx::new(state, caller, idempotency).peeking(before.peek(body.payouts.clone()));
     if !matches!(
         action.as_str(),
         "approve" | "authorize" | "execute" | "release"
@@ -189,12 +464,18 @@ async fn batch_action(
     let commands: Vec<Command> = body
         .payouts
         .iter()
-        .map(|p| payout_command(&action, p.clone(), &ActionBody::default()))
+        .map(|p| payout_command(&action, p.clone(), &PayoutAction::default()))
         .collect::<Result<_, _>>()?;
     let payouts = body.payouts.clone();
-    let view: View = Box::new(
-        move |state, _| json!({"payouts": payouts.iter().map(|p| payout_view(state, p)).collect::<Vec<_>>()}),
-    );
+    let view: View = Box::new(move |state, _| {
+        let views: Option<Vec<PayoutView>> = payouts
+            .iter()
+            .map(|p| payout_view(state, p, &before))
+            .collect();
+        views
+            .and_then(|payouts| serde_json::to_value(PayoutsActedOn { payouts }).ok())
+            .unwrap_or(Value::Null)
+    });
     let answer = if needs_code(&action) {
         ctx.submit_with_code(commands, body.otp.as_deref(), view)
             .await?
@@ -227,43 +508,62 @@ async fn batch_action(
             .collect();
         ctx.submit(commands, None, view).await?
     };
+    if answer.is_null() {
+        let mut payouts = Vec::with_capacity(body.payouts.len());
+        for payout in &body.payouts {
+            payouts.push(read_payout(&ctx.state, &ctx.caller, payout).await?);
+        }
+        return Ok(ok(PayoutsActedOn { payouts }));
+    }
     Ok(ok(answer))
 }
 
-fn gate_json(gate: &Gate) -> Value {
-    json!({"by": gate.by, "at": gate.at, "seq": gate.seq})
+fn gate_json(gate: &Gate) -> GateView {
+    GateView {
+        by: gate.by.to_string(),
+        at: gate.at.to_string(),
+        seq: gate.seq,
+    }
 }
 
 /// A payout: its terms, its status, who acted at each gate and when (`requested`,
 /// `approvals`, `authorized`, `executed`, `released`, `ended` with the reason), and the
 /// same actors flat as the write answers name them.
-fn payout_json(row: &PayoutRow) -> Value {
-    json!({
-        "payout": row.payout,
-        "status": row.status,
-        "account": row.account,
-        "payee": row.payee,
-        "amount": row.amount,
-        "currency": row.currency,
-        "reference": row.reference,
-        "approvals_required": row.approvals_required,
-        "requester": row.requested.by,
-        "approvers": row.approvals.iter().map(|g| &g.by).collect::<Vec<_>>(),
-        "authorizer": row.authorized.as_ref().map(|g| &g.by),
-        "executor": row.executed.as_ref().map(|g| &g.by),
-        "releaser": row.released.as_ref().map(|g| &g.by),
-        "requested": gate_json(&row.requested),
-        "approvals": row.approvals.iter().map(gate_json).collect::<Vec<_>>(),
-        "authorized": row.authorized.as_ref().map(gate_json),
-        "executed": row.executed.as_ref().map(gate_json),
-        "released": row.released.as_ref().map(gate_json),
-        "ended": row.ended.as_ref().map(|(gate, reason)| json!({
-            "by": gate.by, "at": gate.at, "seq": gate.seq, "reason": reason,
+fn payout_json(row: &PayoutRow) -> PayoutView {
+    PayoutView {
+        payout: row.payout.to_string(),
+        status: row.status.to_string(),
+        account: row.account.to_string(),
+        amount: row.amount.to_string(),
+        currency: row.currency.to_string(),
+        requester: row.requested.by.to_string(),
+        approvers: row.approvals.iter().map(|g| g.by.to_string()).collect(),
+        approvals_required: row.approvals_required,
+        authorizer: row.authorized.as_ref().map(|g| g.by.to_string()),
+        executor: row.executed.as_ref().map(|g| g.by.to_string()),
+        releaser: Some(row.released.as_ref().map(|g| g.by.to_string())),
+        payee: Some(row.payee.to_string()),
+        reference: Some(row.reference.to_string()),
+        requested: Some(gate_json(&row.requested)),
+        approvals: Some(row.approvals.iter().map(gate_json).collect()),
+        authorized: Some(row.authorized.as_ref().map(gate_json)),
+        executed: Some(row.executed.as_ref().map(gate_json)),
+        released: Some(row.released.as_ref().map(gate_json)),
+        ended: Some(row.ended.as_ref().map(|(gate, reason)| EndView {
+            by: gate.by.to_string(),
+            at: gate.at.to_string(),
+            seq: gate.seq,
+            reason: reason.clone(),
         })),
-    })
+        reflects_seq: None,
+    }
 }
 
-/// `GET /v1/payouts/{id}` (`ledger.read`).
+/// A payout with who acted at each gate and when (read model; ledger.read).
+#[utoipa::path(get, path = "/v1/payouts/{id}", tag = "payouts",
+    params(("id" = PayoutIdSchema, Path, description = "The payout"), ObjectQuery),
+    responses((status = 200, description = "The payout", body = PayoutView,
+        headers(("Ledger-Reflects-Seq" = u64, description = "The seq the read model reflects")))))]
 pub async fn get_payout(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -279,22 +579,48 @@ pub async fn get_payout(
     })
     .await?;
     let row = found.value.ok_or(ApiError::NotFound)?;
-    Ok(answer(payout_json(&row), found.seq))
+    Ok(answer(
+        serde_json::to_value(payout_json(&row)).unwrap_or_default(),
+        found.seq,
+    ))
 }
 
 /// `?status=&account=&after=&limit=&min_seq=` of `GET /v1/payouts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PayoutsQuery {
+    /// Only payouts in this status.
+    #[param(value_type = Option<PayoutStatusName>)]
     status: Option<String>,
+    /// Only payouts from this account.
+    #[param(value_type = Option<AccountIdSchema>)]
     account: Option<String>,
+    /// The `next` of the previous page.
     after: Option<String>,
+    /// Rows per page, 1 to 500 (default 100).
+    #[param(minimum = 1)]
     limit: Option<u32>,
+    /// Wait until the read model reflects at least this seq.
     min_seq: Option<u64>,
 }
 
-/// `GET /v1/payouts?status=&account=&after=&limit=` (`ledger.read`): payouts in request
-/// order, `{"payouts":[…],"next","reflects_seq"}`.
+/// A page of payouts.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PayoutPage {
+    payouts: Vec<PayoutView>,
+    /// The cursor of the next page (`?after=`); null on the last.
+    next: Option<String>,
+    /// The seq the read model reflected.
+    reflects_seq: Option<u64>,
+}
+
+/// List payouts by status and account (read model; ledger.read; cursor pages).
+///
+/// Payouts in request order, `{"payouts":[…],"next","reflects_seq"}`.
+#[utoipa::path(get, path = "/v1/payouts", tag = "payouts", params(PayoutsQuery),
+    responses((status = 200, description = "A page", body = PayoutPage,
+        headers(("Ledger-Reflects-Seq" = u64, description = "The seq the read model reflects")))))]
 pub async fn list_payouts(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -331,17 +657,28 @@ pub async fn list_payouts(
         rows.truncate(page as usize);
         rows.last().map(|row| row.requested.seq.to_string())
     });
-    let items: Vec<Value> = rows.iter().map(payout_json).collect();
+    let page = PayoutPage {
+        payouts: rows.iter().map(payout_json).collect(),
+        next: next.flatten(),
+        reflects_seq: None,
+    };
     Ok(answer(
-        json!({"payouts": items, "next": next.flatten()}),
+        serde_json::to_value(page).unwrap_or_default(),
         found.seq,
     ))
 }
 
 /// The payout routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/payouts", post(request_payout).get(list_payouts))
-        .route("/v1/payouts/{id}", get(get_payout).post(batch_action))
-        .route("/v1/payouts/{id}/{action}", post(payout_action))
+pub fn router() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(request_payout, list_payouts))
+        .routes(routes!(get_payout, batch_action))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(authorize))
+        .routes(routes!(execute))
+        .routes(routes!(release))
+        .routes(routes!(fail))
+        .routes(routes!(cancel));
+    with_schema::<BatchActionName, _>(router)
 }

@@ -104,9 +104,12 @@ pub(crate) fn amount_text(value: Decimal, currency: Currency) -> String {
 }
 
 /// `?min_seq=` of the single-object reads.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectQuery {
+    /// Wait (up to the read wait) until the read model reflects at least this seq,
+    /// e.g. a write's Ledger-Seq; else 503 projection_behind.
     pub(crate) min_seq: Option<u64>,
 }
 

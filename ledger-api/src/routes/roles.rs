@@ -4,34 +4,63 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{delete, post};
-use axum::{Extension, Router};
+use axum::Extension;
 use ledger_core::command::Command;
 use ledger_core::ids::PrincipalId;
 use ledger_core::policy::Role;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::http::context::{Caller, Idempotency};
 use crate::http::extract::{Body, Path};
 use crate::routes::context::{ok, path_id, Ctx};
+use crate::routes::schema::{OneTimeCode, RoleName, UserId};
 use crate::state::AppState;
 use crate::writer::View;
 
-#[derive(Deserialize)]
+/// `POST /v1/users/{id}/roles`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RoleBody {
+pub(crate) struct GrantRole {
+    #[schema(value_type = RoleName)]
     role: Role,
+    /// The current TOTP code (needed for a money-moving role).
+    #[schema(value_type = Option<OneTimeCode>)]
     otp: Option<String>,
 }
 
+/// A user's roles after the change.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UserRoles {
+    #[schema(value_type = UserId)]
+    user: PrincipalId,
+    #[schema(value_type = Vec<RoleName>)]
+    roles: Vec<Role>,
+}
+
+fn user_roles(state: &ledger_core::state::TenantState, user: PrincipalId) -> serde_json::Value {
+    let roles = state
+        .roles_of(&user)
+        .map(|r| r.iter().copied().collect())
+        .unwrap_or_default();
+    serde_json::to_value(UserRoles { user, roles }).unwrap_or_default()
+}
+
+const USER: &str = "The user";
+
+/// Grant a role (2FA for a money-moving role); nobody grants their own.
+#[utoipa::path(post, path = "/v1/users/{id}/roles", tag = "roles", request_body = GrantRole,
+    params(("id" = UserId, Path, description = USER)),
+    responses((status = 200, description = "The user's roles", body = UserRoles)))]
 async fn grant_role(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     idempotency: Option<Extension<Idempotency>>,
     Path(id): Path<String>,
-    Body(body): Body<RoleBody>,
+    Body(body): Body<GrantRole>,
 ) -> Result<Response, ApiError> {
     let ctx = Ctx::new(state, caller, idempotency);
     let user: PrincipalId = path_id(&id)?;
@@ -41,9 +70,7 @@ async fn grant_role(
         two_factor: None,
         batch: None,
     };
-    let view: View = Box::new(
-        move |state, _| json!({"user": user, "roles": state.roles_of(&user).cloned().unwrap_or_default()}),
-    );
+    let view: View = Box::new(move |state, _| user_roles(state, user));
     let answer = if body.role.grant_needs_two_factor() {
         ctx.submit_with_code(vec![command], body.otp.as_deref(), view)
             .await?
@@ -53,25 +80,42 @@ async fn grant_role(
     Ok(ok(answer))
 }
 
-#[derive(Deserialize)]
+/// One grant of `POST /v1/roles`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Grant {
+pub(crate) struct Grant {
+    #[schema(value_type = UserId)]
     user: PrincipalId,
+    #[schema(value_type = RoleName)]
     role: Role,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/roles`: several grants under one code (one batch proof).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GrantsBody {
+pub(crate) struct GrantRoles {
+    #[schema(min_items = 1, max_items = 100)]
     grants: Vec<Grant>,
+    #[schema(value_type = Option<OneTimeCode>)]
     otp: Option<String>,
 }
 
+/// Each granted user's roles afterwards.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RolesGranted {
+    /// By user id.
+    #[schema(value_type = BTreeMap<String, Vec<RoleName>>)]
+    roles: BTreeMap<String, Vec<Role>>,
+}
+
+/// Grant several roles under one code (2FA, all or nothing).
+#[utoipa::path(post, path = "/v1/roles", tag = "roles", request_body = GrantRoles,
+    responses((status = 200, description = "The users' roles", body = RolesGranted)))]
 async fn grant_roles(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     idempotency: Option<Extension<Idempotency>>,
-    Body(body): Body<GrantsBody>,
+    Body(body): Body<GrantRoles>,
 ) -> Result<Response, ApiError> {
     let ctx = Ctx::new(state, caller, idempotency);
     if body.grants.is_empty() || body.grants.len() > 100 {
@@ -89,16 +133,14 @@ async fn grant_roles(
         .collect();
     let users: Vec<PrincipalId> = body.grants.iter().map(|g| g.user.clone()).collect();
     let view: View = Box::new(move |state, _| {
-        let granted: BTreeMap<String, Value> = users
+        let roles: BTreeMap<String, Vec<Role>> = users
             .iter()
             .map(|u| {
-                (
-                    u.to_string(),
-                    json!(state.roles_of(u).cloned().unwrap_or_default()),
-                )
+                let roles = state.roles_of(u).map(|r| r.iter().copied().collect());
+                (u.to_string(), roles.unwrap_or_default())
             })
             .collect();
-        json!({ "roles": granted })
+        serde_json::to_value(RolesGranted { roles }).unwrap_or_default()
     });
     let answer = ctx
         .submit_with_code(commands, body.otp.as_deref(), view)
@@ -106,6 +148,10 @@ async fn grant_roles(
     Ok(ok(answer))
 }
 
+/// Revoke a role.
+#[utoipa::path(delete, path = "/v1/users/{id}/roles/{role}", tag = "roles",
+    params(("id" = UserId, Path, description = USER), ("role" = RoleName, Path, description = "The role")),
+    responses((status = 200, description = "The user's roles", body = UserRoles)))]
 async fn revoke_role(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -120,18 +166,16 @@ async fn revoke_role(
         .submit(
             vec![Command::RevokeRole { user, role }],
             None,
-            Box::new(move |state, _| {
-                json!({"user": view_user, "roles": state.roles_of(&view_user).cloned().unwrap_or_default()})
-            }),
+            Box::new(move |state, _| user_roles(state, view_user)),
         )
         .await?;
     Ok(ok(answer))
 }
 
 /// The role routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users/{id}/roles", post(grant_role))
-        .route("/v1/users/{id}/roles/{role}", delete(revoke_role))
-        .route("/v1/roles", post(grant_roles))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(grant_role))
+        .routes(routes!(revoke_role))
+        .routes(routes!(grant_roles))
 }

@@ -2,13 +2,15 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::post;
-use axum::{Extension, Router};
+use axum::Extension;
 use ledger_core::command::Command;
 use ledger_core::ids::{ApiKeyId, PrincipalId, TenantId};
 use ledger_core::time::Timestamp;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::http::context::{Caller, Idempotency, RequestId};
@@ -16,6 +18,7 @@ use crate::http::extract::Body;
 use crate::records::{kind, InviteRecord, TotpRecord};
 use crate::routes::context::{created, new_id, parse, secret_answer, Ctx};
 use crate::routes::keys::issue_key;
+use crate::routes::schema::UserId;
 use crate::state::{presented_invite, AppState, PresentedInvite};
 use crate::util;
 use crate::writer::Submission;
@@ -23,10 +26,21 @@ use crate::writer::Submission;
 /// Invites expire after this long.
 const INVITE_SECONDS: i64 = 24 * 3600;
 
-#[derive(Deserialize)]
+/// `POST /v1/users`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NameBody {
+pub(crate) struct NewUser {
+    /// The person's name, as the audit view shows it.
     name: String,
+}
+
+/// The new user and the one-time invite to hand to that person (never to anyone else).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UserInvited {
+    #[schema(value_type = UserId)]
+    user: PrincipalId,
+    /// `<invite_id>.<secret>`, valid 24 h, redeemed once.
+    invite: String,
 }
 
 /// Creates an invite for `user` and returns its one-time token.
@@ -55,43 +69,62 @@ pub async fn create_invite(
     Ok(format!("{invite_id}.{secret}"))
 }
 
+/// Add a user; the answer holds a one-time invite (user.manage).
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser,
+    responses((status = 201, description = "The user and the invite, shown once", body = UserInvited)))]
 async fn create_user(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     idempotency: Option<Extension<Idempotency>>,
-    Body(body): Body<NameBody>,
+    Body(body): Body<NewUser>,
 ) -> Result<Response, ApiError> {
     let ctx = Ctx::new(state, caller, idempotency);
     let user: PrincipalId = parse("user", &new_id("usr_", ctx.idempotency.as_ref(), "user"))?;
-    let view_user = user.clone();
     ctx.submit(
         vec![Command::AddUser {
             user: user.clone(),
             name: body.name,
         }],
         None,
-        Box::new(move |_, _| json!({ "user": view_user })),
+        Box::new(|_, _| Value::Null),
     )
     .await?;
     let invite = create_invite(&ctx.state, &ctx.caller.tenant, &user).await?;
-    Ok(secret_answer(created(
-        json!({"user": user, "invite": invite}),
-    )))
+    Ok(secret_answer(created(UserInvited { user, invite })))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/invites/redeem`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RedeemBody {
+pub(crate) struct RedeemInvite {
+    /// The invite, `<invite_id>.<secret>`.
     invite: String,
 }
 
+/// A person's own credentials, shown this once.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct InviteRedeemed {
+    #[schema(value_type = UserId)]
+    user: PrincipalId,
+    /// `<key_id>.<secret>`, for `Authorization: Bearer`.
+    api_key: String,
+    /// The TOTP secret, base32 (RFC 6238, SHA-1, 6 digits, 30 s).
+    totp_secret: String,
+    /// The same as an `otpauth://totp/…` URI for an authenticator app.
+    totp_uri: String,
+}
+
+/// Redeem an invite, once: the person's API key and TOTP enrolment.
+///
 /// Redeems an invite, once. Its answer shows the API key and TOTP secret once: with an
 /// `Idempotency-Key`, the middleware keeps it sealed for a retry (`crate::http`, the
 /// record scoped to the invite).
+#[utoipa::path(post, path = "/v1/invites/redeem", tag = "users", request_body = RedeemInvite,
+    responses((status = 201, description = "An API key and a TOTP enrolment, shown once (an Idempotency-Key replays this answer for an hour)", body = InviteRedeemed)))]
 async fn redeem(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
-    Body(body): Body<RedeemBody>,
+    Body(body): Body<RedeemInvite>,
 ) -> Result<Response, ApiError> {
     let PresentedInvite {
         tenant,
@@ -128,6 +161,7 @@ async fn redeem(
         recheck: false,
         request_id: request_id.map(|Extension(id)| id.as_str().to_owned()),
         view: Box::new(|_, _| Value::Null),
+        peek: None,
     };
     let (events, _) = state.writers.submit(&tenant, submission).await?;
     if let Some(last) = events.last() {
@@ -150,17 +184,17 @@ async fn redeem(
     }
     let (totp_secret, totp_uri) = crate::totp::enrolment(&secret, tenant.as_str(), user.as_str())
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(secret_answer(created(json!({
-        "user": user,
-        "api_key": api_key,
-        "totp_secret": totp_secret,
-        "totp_uri": totp_uri,
-    }))))
+    Ok(secret_answer(created(InviteRedeemed {
+        user,
+        api_key,
+        totp_secret,
+        totp_uri,
+    })))
 }
 
 /// The user and invite routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users", post(create_user))
-        .route("/v1/invites/redeem", post(redeem))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_user))
+        .routes(routes!(redeem))
 }

@@ -17,18 +17,21 @@ use std::collections::BTreeSet;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use ledger_core::event::EventBody;
 use ledger_core::policy::Permission;
 use ledger_core::Rejection;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::http::context::{Caller, Idempotency, SecretAnswer};
 use crate::http::extract::{Body, Path};
 use crate::routes::context::caller_may;
+use crate::routes::schema::{PrincipalId as PrincipalIdSchema, Time};
 use crate::state::AppState;
 use crate::util;
 use crate::webhooks::signature::WebhookSecret;
@@ -40,13 +43,87 @@ use crate::webhooks::subscription::{
 // The API
 // ---------------------------------------------------------------------------------------
 
-/// The webhook routes (merged into [`crate::routes::router`]; listed in its `ROUTES`).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/webhooks", post(create).get(list))
-        .route("/v1/webhooks/{id}", get(show).delete(remove))
-        .route("/v1/webhooks/{id}/redeliver", post(redeliver))
+/// The webhook routes (merged into [`crate::routes::router`]).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, remove))
+        .routes(routes!(redeliver))
 }
+
+/// The schema of the event a subscription is stuck on (`webhooks::subscription::Failing`).
+#[derive(ToSchema)]
+#[schema(as = WebhookFailing)]
+#[allow(dead_code)] // a schema only: the record's view is serialized
+pub(crate) struct FailingSchema {
+    seq: u64,
+    /// Failed attempts at it so far.
+    attempts: u32,
+    #[schema(value_type = Time)]
+    first_failed_at: String,
+    /// `status`, `redirect_not_followed`, `timeout`, `connect`, `address_refused`,
+    /// `dns` or `request` (never the URL or a body).
+    last_error: String,
+    last_status: Option<u16>,
+    /// Null once dead-lettered.
+    #[schema(value_type = Option<Time>)]
+    next_attempt_at: Option<String>,
+}
+
+/// The schema of a subscription as the API shows it (`WebhookRecord::view`): everything
+/// but its secret.
+#[derive(ToSchema)]
+#[schema(as = Webhook)]
+#[allow(dead_code)] // a schema only: the record's view is serialized
+pub(crate) struct WebhookSchema {
+    #[schema(pattern = "^wh_[a-z0-9]{20}$")]
+    id: String,
+    url: String,
+    /// Event kinds delivered, or `["*"]`.
+    events: Vec<String>,
+    description: Option<String>,
+    #[schema(pattern = "^(active|retrying|dead_letter)$")]
+    status: String,
+    #[schema(value_type = Time)]
+    created_at: String,
+    #[schema(value_type = PrincipalIdSchema)]
+    created_by: String,
+    /// Every event up to this seq is delivered.
+    cursor: u64,
+    delivered: u64,
+    failing: Option<FailingSchema>,
+    dead_letter: bool,
+}
+
+/// A new subscription: its view and its signing secret, shown this once.
+#[derive(ToSchema)]
+#[schema(as = WebhookCreated)]
+#[allow(dead_code)] // a schema only: the record's view is serialized
+pub(crate) struct CreatedSchema {
+    #[serde(flatten)]
+    webhook: WebhookSchema,
+    /// `whsec_<base64>` (Standard Webhooks).
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/=]+$")]
+    secret: String,
+}
+
+/// Every subscription of the tenant.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub(crate) struct Webhooks {
+    webhooks: Vec<WebhookSchema>,
+}
+
+/// The subscription is gone.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub(crate) struct WebhookDeleted {
+    #[schema(pattern = "^wh_[a-z0-9]{20}$")]
+    id: String,
+    deleted: bool,
+}
+
+const WEBHOOK: &str = "The subscription";
 
 async fn require(
     state: &AppState,
@@ -60,11 +137,18 @@ async fn require(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/webhooks`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct NewWebhook {
+    /// An http or https URL on a public address (the operator may allow private ones).
+    #[schema(pattern = "^[Hh][Tt][Tt][Pp][Ss]?://", max_length = 2048)]
     url: String,
+    /// Event kinds to deliver, or `["*"]` for all.
+    #[schema(min_items = 1)]
     events: Vec<String>,
+    /// Free text, at most 256 bytes.
+    #[schema(max_length = 256)]
     description: Option<String>,
 }
 
@@ -110,12 +194,14 @@ fn validate_description(description: Option<String>) -> Result<Option<String>, A
     }
 }
 
-/// `POST /v1/webhooks`: subscribe; the answer holds the secret, shown this once.
+/// Subscribe a webhook; the answer holds its secret, once (webhook.manage, ledger.read).
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhook,
+    responses((status = 201, description = "The subscription and its secret", body = CreatedSchema)))]
 async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     idempotency: Option<Extension<Idempotency>>,
-    Body(body): Body<CreateBody>,
+    Body(body): Body<NewWebhook>,
 ) -> Result<Response, ApiError> {
     require(&state, &caller, Permission::WebhookManage).await?;
     require(&state, &caller, Permission::LedgerRead).await?;
@@ -181,7 +267,9 @@ fn created_answer(record: &WebhookRecord, id: &str, secret: &WebhookSecret) -> R
     response
 }
 
-/// `GET /v1/webhooks`: every subscription of the tenant, without secrets.
+/// List the webhook subscriptions, without secrets.
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+    responses((status = 200, description = "The subscriptions", body = Webhooks)))]
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -215,7 +303,10 @@ async fn find(
         .ok_or(ApiError::NotFound)
 }
 
-/// `GET /v1/webhooks/{id}`: status, cursor, the failing event and its attempts.
+/// A webhook: status, cursor, the failing event and its attempts.
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = WEBHOOK)),
+    responses((status = 200, description = "The subscription", body = WebhookSchema)))]
 async fn show(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -225,7 +316,10 @@ async fn show(
     Ok(Json(record.view(&id)).into_response())
 }
 
-/// `DELETE /v1/webhooks/{id}`: unsubscribe (a delivery in flight may still land).
+/// Delete a webhook subscription (a delivery in flight may still land).
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = WEBHOOK)),
+    responses((status = 200, description = "Deleted", body = WebhookDeleted)))]
 async fn remove(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -240,18 +334,23 @@ async fn remove(
     Ok(Json(json!({"id": id, "deleted": true})).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /v1/webhooks/{id}/redeliver`: `{}`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RedeliverBody {}
+pub(crate) struct Redeliver {}
 
-/// `POST /v1/webhooks/{id}/redeliver`: leave the dead-letter state (or skip the wait of
-/// a retry) and try the failing event again now, with a fresh attempt budget; the
-/// events after it follow in order.
+/// Leave the dead-letter state and retry.
+///
+/// Leaves the dead-letter state (or skips the wait of a retry) and tries the failing
+/// event again now, with a fresh attempt budget; the events after it follow in order.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/redeliver", tag = "webhooks", request_body = Redeliver,
+    params(("id" = String, Path, description = WEBHOOK)),
+    responses((status = 200, description = "The subscription", body = WebhookSchema)))]
 async fn redeliver(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Body(RedeliverBody {}): Body<RedeliverBody>,
+    Body(Redeliver {}): Body<Redeliver>,
 ) -> Result<Response, ApiError> {
     for _attempt in 0..8 {
         let (version, mut record) = find(&state, &caller, &id).await?;

@@ -3,6 +3,8 @@
 //! credentials, a tenant with one person per role, and the helpers to act as them.
 #![allow(dead_code)] // Each test binary uses part of this.
 
+pub mod conformance;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -309,6 +311,13 @@ impl User {
     }
 }
 
+fn content_type(headers: &reqwest::header::HeaderMap) -> &str {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
 impl Stack {
     pub async fn call(
         &self,
@@ -330,6 +339,7 @@ impl Stack {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let verb = method.to_string();
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(key) = key {
             request = request.bearer_auth(key);
@@ -344,11 +354,9 @@ impl Stack {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
-        (
-            status,
-            headers,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        conformance::check(&verb, path, status, content_type(&headers), &body);
+        (status, headers, body)
     }
 
     /// Runs a query on the deployment's database as its owner, behind the service's back:
@@ -516,6 +524,7 @@ impl Stack {
         body: Option<Value>,
         idempotency_key: Option<&str>,
     ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let verb = method.to_string();
         let mut request = self.client.request(method, format!("{base}{path}"));
         if let Some(key) = key {
             request = request.bearer_auth(key);
@@ -530,11 +539,9 @@ impl Stack {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            headers,
-        )
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        conformance::check(&verb, path, status, content_type(&headers), &body);
+        (status, body, headers)
     }
 
     pub async fn post_key(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
