@@ -315,6 +315,11 @@ fn payout_command(
     })
 }
 
+/// Whether the action ends the payout.
+fn closes(action: &str) -> bool {
+    matches!(action, "reject" | "release" | "fail" | "cancel")
+}
+
 fn needs_code(action: &str) -> bool {
     matches!(action, "authorize" | "execute" | "release")
 }
@@ -331,7 +336,13 @@ async fn payout_action(
     let before = Before::default();
     let ctx = Ctx::new(state, caller, idempotency);
     let payout: PayoutId = path_id(id)?;
-    let ctx = ctx.peeking(before.peek(vec![payout.clone()]));
+    // Only a closing action needs the payout as it stood before (the state keeps an
+    // open payout's terms, not a closed one's): no copy on the other gates.
+    let ctx = if closes(action) {
+        ctx.peeking(before.peek(vec![payout.clone()]))
+    } else {
+        ctx
+    };
     let command = payout_command(action, payout.clone(), &body)?;
     let view_payout = payout.clone();
     let view: View = Box::new(move |state, _| to_value(payout_view(state, &view_payout, &before)));
@@ -450,7 +461,12 @@ async fn batch_action(
     Body(body): Body<BatchAction>,
 ) -> Result<Response, ApiError> {
     let before = Before::default();
-    let ctx = Ctx::new(state, caller, idempotency).peeking(before.peek(body.payouts.clone()));
+    let ctx = Ctx::new(state, caller, idempotency);
+    let ctx = if closes(&action) {
+        ctx.peeking(before.peek(body.payouts.clone()))
+    } else {
+        ctx
+    };
     if !matches!(
         action.as_str(),
         "approve" | "authorize" | "execute" | "release"
