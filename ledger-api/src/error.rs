@@ -80,14 +80,24 @@ impl ApiError {
                 let status = match rejection {
                     Rejection::Forbidden { .. }
                     | Rejection::FourEyes { .. }
-                    | Rejection::TwoFactor(_) => StatusCode::FORBIDDEN,
+                    | Rejection::TwoFactor(_)
+                    | Rejection::TenantSuspended
+                    | Rejection::Deactivated => StatusCode::FORBIDDEN,
                     Rejection::InvalidState { .. } | Rejection::InsufficientFunds => {
                         StatusCode::CONFLICT
                     }
                     Rejection::NotFound { .. } => StatusCode::NOT_FOUND,
-                    Rejection::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    Rejection::Validation { .. } | Rejection::Autopay(_) => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
                 };
-                (status, rejection.code())
+                // Only the verifier meets a rule approval the rule does not give.
+                let code = if let Rejection::Autopay(_) = rejection {
+                    "validation"
+                } else {
+                    rejection.code()
+                };
+                (status, code)
             }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::ProjectionBehind { .. } => {
@@ -150,6 +160,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "two_factor_invalid",
     "invalid_state",
     "insufficient_funds",
+    "tenant_suspended",
     "unavailable",
     "projection_behind",
     "internal",
@@ -246,6 +257,9 @@ mod tests {
             Rejection::InsufficientFunds,
             Rejection::NotFound { what: "x" },
             Rejection::Validation { detail: "x".into() },
+            Rejection::TenantSuspended,
+            Rejection::Deactivated,
+            Rejection::Autopay(ledger_core::autopay::NoMatch::Ceiling),
         ];
         let mut all = vec![
             ApiError::Malformed("x".into()),
@@ -280,7 +294,10 @@ mod tests {
                     | Rejection::InvalidState { .. }
                     | Rejection::InsufficientFunds
                     | Rejection::NotFound { .. }
-                    | Rejection::Validation { .. },
+                    | Rejection::Validation { .. }
+                    | Rejection::TenantSuspended
+                    | Rejection::Deactivated
+                    | Rejection::Autopay(_),
                 )
                 | ApiError::Unavailable
                 | ApiError::ProjectionBehind { .. }

@@ -530,7 +530,7 @@ impl TenantWriter {
                     self.tenant.clone(),
                     id,
                     at,
-                    submission.actor.clone(),
+                    body.sealed_actor(&submission.actor),
                     body,
                     &extra,
                 ) {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::ids::{AccountId, ApiKeyId, PayeeId, PayoutId, PrincipalId, TenantId};
+use crate::ids::{AccountId, ApiKeyId, AutopayRuleId, PayeeId, PayoutId, PrincipalId, TenantId};
 use crate::money::{Currency, Money};
 use crate::policy::{ApprovalRule, Permission, Role};
 use crate::proof::{SignatureCheck, TwoFactorFailure, TwoFactorProof};
@@ -193,6 +193,60 @@ pub enum Command {
         /// Why.
         reason: String,
     },
+    /// Propose an auto-pay rule (it approves nothing until another admin enables it).
+    ProposeAutopayRule {
+        /// New rule id.
+        rule: AutopayRuleId,
+        /// The one source account.
+        account: AccountId,
+        /// The payees it covers.
+        payees: Vec<PayeeId>,
+        /// Ceiling per payout (its currency is the rule's).
+        max_amount: Money,
+        /// Total per UTC day.
+        daily_limit: Money,
+    },
+    /// Enable a proposed rule: another admin, with 2FA.
+    EnableAutopayRule {
+        /// The rule.
+        rule: AutopayRuleId,
+        /// 2FA proof (action `autopay.enable`, subject the rule).
+        two_factor: Option<TwoFactorProof>,
+    },
+    /// Disable a rule, for good; no code (making things safer never needs one).
+    DisableAutopayRule {
+        /// The rule.
+        rule: AutopayRuleId,
+        /// Why.
+        reason: String,
+    },
+    /// Gate 1 passed by an auto-pay rule, in the batch of the request it matches. The
+    /// writer produces it from [`Command::RequestPayout`]; the verifier re-decides it.
+    ApprovePayoutByRule {
+        /// The payout.
+        payout: PayoutId,
+        /// The rule (the actor is `rule:<id>`).
+        rule: AutopayRuleId,
+    },
+    /// Deactivate a user: their keys stop working, their roles stop counting.
+    DeactivateUser {
+        /// The user.
+        user: PrincipalId,
+        /// Why.
+        reason: String,
+    },
+    /// The actor spent a recovery code and enrols a new TOTP secret.
+    RecoverTotp {},
+    /// The operator suspends the tenant.
+    SuspendTenant {
+        /// Why.
+        reason: String,
+    },
+    /// The operator resumes the tenant.
+    ResumeTenant {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Longest command text accepted by [`Command::from_json`].
@@ -241,6 +295,14 @@ impl Command {
             Command::ReleasePayout { .. } => "payout.release",
             Command::FailPayout { .. } => "payout.fail",
             Command::CancelPayout { .. } => "payout.cancel",
+            Command::ProposeAutopayRule { .. } => "autopay.propose",
+            Command::EnableAutopayRule { .. } => "autopay.enable",
+            Command::DisableAutopayRule { .. } => "autopay.disable",
+            Command::ApprovePayoutByRule { .. } => "payout.approve",
+            Command::DeactivateUser { .. } => "user.deactivate",
+            Command::RecoverTotp {} => "totp.recover",
+            Command::SuspendTenant { .. } => "tenant.suspend",
+            Command::ResumeTenant { .. } => "tenant.resume",
         }
     }
 
@@ -265,7 +327,14 @@ impl Command {
             | Command::ExecutePayout { payout, .. }
             | Command::ReleasePayout { payout, .. }
             | Command::FailPayout { payout, .. }
-            | Command::CancelPayout { payout, .. } => payout.to_string(),
+            | Command::CancelPayout { payout, .. }
+            | Command::ApprovePayoutByRule { payout, .. } => payout.to_string(),
+            Command::ProposeAutopayRule { rule, .. }
+            | Command::EnableAutopayRule { rule, .. }
+            | Command::DisableAutopayRule { rule, .. } => rule.to_string(),
+            Command::DeactivateUser { user, .. } => user.to_string(),
+            Command::RecoverTotp {} => "totp".to_owned(),
+            Command::SuspendTenant { .. } | Command::ResumeTenant { .. } => "tenant".to_owned(),
         }
     }
 }
@@ -361,6 +430,16 @@ pub enum Rejection {
         /// Why.
         detail: String,
     },
+    /// An auto-pay rule approval the rule does not give (only the verifier meets it: the
+    /// writer produces rule approvals only where the rule matches).
+    #[error("auto-pay: {0}")]
+    Autopay(crate::autopay::NoMatch),
+    /// The tenant is suspended by the operator: nothing but resuming it is decided.
+    #[error("tenant suspended")]
+    TenantSuspended,
+    /// The actor was deactivated: it acts no more.
+    #[error("forbidden: the principal is deactivated")]
+    Deactivated,
 }
 
 impl Rejection {
@@ -376,6 +455,9 @@ impl Rejection {
             Rejection::InsufficientFunds => "insufficient_funds",
             Rejection::NotFound { .. } => "not_found",
             Rejection::Validation { .. } => "validation",
+            Rejection::TenantSuspended => "tenant_suspended",
+            Rejection::Autopay(reason) => reason.code(),
+            Rejection::Deactivated => "forbidden",
         }
     }
 
@@ -387,8 +469,12 @@ impl Rejection {
             | Rejection::FourEyes { .. }
             | Rejection::TwoFactor(_)
             | Rejection::InvalidState { .. }
-            | Rejection::InsufficientFunds => true,
-            Rejection::NotFound { .. } | Rejection::Validation { .. } => false,
+            | Rejection::InsufficientFunds
+            | Rejection::Deactivated => true,
+            Rejection::NotFound { .. }
+            | Rejection::Validation { .. }
+            | Rejection::TenantSuspended
+            | Rejection::Autopay(_) => false,
         }
     }
 

@@ -4,13 +4,16 @@
 
 use std::collections::BTreeSet;
 
+use crate::autopay::{self, NoMatch, RuleStatus, RULE_PAYEES_MAX};
 use crate::command::{role_subject, Command, Context, Enforcement, Rejection, POLICY_SUBJECT};
 use crate::event::{
-    AccountOpened, ApiKeyIssued, ApiKeyRevoked, EventBody, FundsDeposited, PayeeAdded,
-    PayoutApproved, PayoutAuthorized, PayoutEnded, PayoutExecuted, PayoutRejected, PayoutReleased,
-    PayoutRequested, PolicyUpdated, RoleGranted, RoleRevoked, TenantCreated, UserAdded,
+    AccountOpened, ApiKeyIssued, ApiKeyRevoked, AutopayRuleDisabled, AutopayRuleEnabled,
+    AutopayRuleProposed, EventBody, FundsDeposited, PayeeAdded, PayoutApproved, PayoutAuthorized,
+    PayoutEnded, PayoutExecuted, PayoutRejected, PayoutReleased, PayoutRequested, PolicyUpdated,
+    RoleGranted, RoleRevoked, TenantCreated, TenantStatusChanged, TotpRecovered, UserAdded,
+    UserDeactivated,
 };
-use crate::ids::{PayoutId, PrincipalKind};
+use crate::ids::{AutopayRuleId, PayoutId, PrincipalId, PrincipalKind};
 use crate::money::Money;
 use crate::policy::{roles_allow, ApprovalPolicy, Permission};
 use crate::proof::{check_proof, Binding, TwoFactorProof};
@@ -192,7 +195,89 @@ pub fn decide(
     command: &Command,
     ctx: &Context<'_>,
 ) -> Result<Vec<EventBody>, Rejection> {
-    decide_one(state, command, ctx).map(|body| vec![body])
+    let body = decide_one(state, command, ctx)?;
+    if let Command::RequestPayout {
+        payout,
+        account,
+        payee,
+        money,
+        ..
+    } = command
+    {
+        let request = autopay::Request {
+            account,
+            payee,
+            money,
+            requester: ctx.actor,
+            at: ctx.at,
+        };
+        let matching = state
+            .autopay_rules
+            .iter()
+            .find(|(_, rule)| rule.approves(&request).is_ok());
+        if let Some((rule, _)) = matching {
+            return Ok(vec![
+                body,
+                EventBody::PayoutApproved(PayoutApproved {
+                    payout: payout.clone(),
+                    rule: Some(rule.clone()),
+                    batch: None,
+                }),
+            ]);
+        }
+    }
+    Ok(vec![body])
+}
+
+/// What every command after `tenant.created` must pass: the actor still active, and the
+/// tenant not suspended (but for the operator's own suspend and resume).
+fn may_act(state: &TenantState, ctx: &Context<'_>, command: &Command) -> Result<(), Rejection> {
+    let operator_command = matches!(
+        command,
+        Command::SuspendTenant { .. } | Command::ResumeTenant { .. }
+    );
+    if state.suspended && !operator_command {
+        return Err(Rejection::TenantSuspended);
+    }
+    if state.is_deactivated(ctx.actor) {
+        return Err(Rejection::Deactivated);
+    }
+    let by_rule = matches!(command, Command::ApprovePayoutByRule { .. });
+    if by_rule != (ctx.actor.kind() == PrincipalKind::Rule) {
+        return Err(Rejection::validation(
+            "an auto-pay rule approves, and only a rule approves by rule",
+        ));
+    }
+    Ok(())
+}
+
+/// [`may_act`] for the verifier's fast path (requests and plain approvals).
+fn may_act_plainly(state: &TenantState, ctx: &Context<'_>) -> Result<(), Rejection> {
+    if state.suspended {
+        return Err(Rejection::TenantSuspended);
+    }
+    if state.is_deactivated(ctx.actor) {
+        return Err(Rejection::Deactivated);
+    }
+    if ctx.actor.kind() == PrincipalKind::Rule {
+        return Err(Rejection::validation(
+            "an auto-pay rule approves, and only a rule approves by rule",
+        ));
+    }
+    Ok(())
+}
+
+fn rule_of<'s>(
+    state: &'s TenantState,
+    rule: &AutopayRuleId,
+) -> Result<&'s autopay::AutopayRule, Rejection> {
+    state.autopay_rules.get(rule).ok_or(Rejection::NotFound {
+        what: "auto-pay rule",
+    })
+}
+
+fn no_match(reason: NoMatch) -> Rejection {
+    Rejection::Autopay(reason)
 }
 
 /// [`decide`] for the one event every command produces (the verifier's form: no vector).
@@ -218,6 +303,7 @@ pub(crate) fn decide_one(
         }));
     }
     tenant_created(state)?;
+    may_act(state, ctx, command)?;
     let body = match command {
         Command::CreateTenant { .. } => unreachable!("handled above"),
         Command::AddUser { user, name } => {
@@ -436,6 +522,7 @@ pub(crate) fn decide_one(
             approve_rules(state, ctx, payout, batch.as_ref())?;
             EventBody::PayoutApproved(PayoutApproved {
                 payout: payout.clone(),
+                rule: None,
                 batch: batch.clone(),
             })
         }
@@ -593,6 +680,168 @@ pub(crate) fn decide_one(
                 postings,
             })
         }
+        Command::ProposeAutopayRule {
+            rule,
+            account,
+            payees,
+            max_amount,
+            daily_limit,
+        } => {
+            require_permission(state, ctx, Permission::AutopayManage)?;
+            if state.autopay_rules.contains_key(rule) {
+                return Err(Rejection::state("auto-pay rule already exists"));
+            }
+            let unique: BTreeSet<&crate::ids::PayeeId> = payees.iter().collect();
+            if payees.is_empty() || payees.len() > RULE_PAYEES_MAX || unique.len() != payees.len() {
+                return Err(Rejection::validation(format!(
+                    "payees must be 1 to {RULE_PAYEES_MAX} distinct payees"
+                )));
+            }
+            if max_amount.currency() != daily_limit.currency() {
+                return Err(Rejection::validation(
+                    "max_amount and daily_limit must have one currency",
+                ));
+            }
+            if max_amount.amount() > daily_limit.amount() {
+                return Err(Rejection::validation(
+                    "max_amount must not be over daily_limit",
+                ));
+            }
+            let source = state
+                .accounts
+                .get(account)
+                .ok_or(Rejection::NotFound { what: "account" })?;
+            if source.currency != max_amount.currency() {
+                return Err(Rejection::validation("currency differs from the account's"));
+            }
+            if payees.iter().any(|p| !state.payees.contains_key(p)) {
+                return Err(Rejection::NotFound { what: "payee" });
+            }
+            EventBody::AutopayRuleProposed(AutopayRuleProposed {
+                rule: rule.clone(),
+                account: account.clone(),
+                payees: payees.clone(),
+                currency: max_amount.currency(),
+                max_amount: max_amount.to_text(),
+                daily_limit: daily_limit.to_text(),
+            })
+        }
+        Command::EnableAutopayRule { rule, two_factor } => {
+            require_permission(state, ctx, Permission::AutopayManage)?;
+            let found = rule_of(state, rule)?;
+            if found.status != RuleStatus::Proposed {
+                return Err(Rejection::state(format!(
+                    "auto-pay rule is {}",
+                    found.status.name()
+                )));
+            }
+            four_eyes(
+                &found.proposer == ctx.actor,
+                "the proposer of a rule cannot enable it",
+            )?;
+            money_proof(
+                state,
+                ctx,
+                two_factor.as_ref(),
+                command.action(),
+                rule.as_str(),
+                None,
+            )?;
+            EventBody::AutopayRuleEnabled(AutopayRuleEnabled {
+                rule: rule.clone(),
+                two_factor: two_factor.clone(),
+            })
+        }
+        Command::DisableAutopayRule { rule, reason } => {
+            require_permission(state, ctx, Permission::AutopayManage)?;
+            text("reason", reason, REASON_LENGTH_MAX, true)?;
+            if rule_of(state, rule)?.status == RuleStatus::Disabled {
+                return Err(Rejection::state("auto-pay rule is disabled"));
+            }
+            EventBody::AutopayRuleDisabled(AutopayRuleDisabled {
+                rule: rule.clone(),
+                reason: reason.clone(),
+            })
+        }
+        Command::ApprovePayoutByRule { payout, rule } => {
+            if ctx.actor != &PrincipalId::of_rule(rule) {
+                return Err(Rejection::validation(
+                    "an auto-pay approval's actor is its rule",
+                ));
+            }
+            let open = open_payout(state, payout, &[PayoutStatus::Requested])?;
+            if state.just_requested.as_ref() != Some(payout) || !open.approvers.is_empty() {
+                return Err(Rejection::Autopay(NoMatch::NotInRequestBatch));
+            }
+            let request = autopay::Request {
+                account: &open.account,
+                payee: &open.payee,
+                money: &open.money,
+                requester: &open.requester,
+                at: ctx.at,
+            };
+            rule_of(state, rule)?.approves(&request).map_err(no_match)?;
+            EventBody::PayoutApproved(PayoutApproved {
+                payout: payout.clone(),
+                rule: Some(rule.clone()),
+                batch: None,
+            })
+        }
+        Command::DeactivateUser { user, reason } => {
+            require_permission(state, ctx, Permission::UserManage)?;
+            text("reason", reason, REASON_LENGTH_MAX, true)?;
+            four_eyes(user == ctx.actor, "nobody deactivates themselves")?;
+            if user.kind() != PrincipalKind::User {
+                return Err(Rejection::validation("only users are deactivated here"));
+            }
+            let known = state.principals.get(user).is_some_and(|p| p.added);
+            if ctx.enforcement == Enforcement::Writer && !known {
+                return Err(Rejection::NotFound { what: "user" });
+            }
+            if state.is_deactivated(user) {
+                return Err(Rejection::state("user is already deactivated"));
+            }
+            EventBody::UserDeactivated(UserDeactivated {
+                user: user.clone(),
+                reason: reason.clone(),
+            })
+        }
+        Command::RecoverTotp {} => {
+            if ctx.actor.kind() != PrincipalKind::User {
+                return Err(Rejection::validation("only people enrol TOTP"));
+            }
+            let known = state.principals.get(ctx.actor).is_some_and(|p| p.added);
+            if ctx.enforcement == Enforcement::Writer && !known {
+                return Err(Rejection::NotFound { what: "user" });
+            }
+            EventBody::TotpRecovered(TotpRecovered {
+                user: ctx.actor.clone(),
+            })
+        }
+        Command::SuspendTenant { reason } | Command::ResumeTenant { reason } => {
+            if ctx.actor != &PrincipalId::operator() {
+                return Err(Rejection::validation(
+                    "only the operator suspends or resumes a tenant",
+                ));
+            }
+            text("reason", reason, REASON_LENGTH_MAX, true)?;
+            let suspend = matches!(command, Command::SuspendTenant { .. });
+            if suspend == state.suspended {
+                return Err(Rejection::state(if suspend {
+                    "tenant is already suspended"
+                } else {
+                    "tenant is not suspended"
+                }));
+            }
+            let data = TenantStatusChanged {
+                reason: reason.clone(),
+            };
+            if suspend {
+                EventBody::TenantSuspended(data)
+            } else {
+                EventBody::TenantResumed(data)
+            }
+        }
     };
     Ok(body)
 }
@@ -713,6 +962,7 @@ pub(crate) fn audit_fast_path(
             let money = exact_money(&d.amount, d.currency)?;
             tenant_matches(state, ctx)?;
             tenant_created(state)?;
+            may_act_plainly(state, ctx)?;
             request_rules(
                 state,
                 &d.payout,
@@ -724,9 +974,10 @@ pub(crate) fn audit_fast_path(
             )?;
             Ok(money.currency() == d.currency && is_money_text(&money, &d.amount))
         })()),
-        EventBody::PayoutApproved(d) => Some((|| {
+        EventBody::PayoutApproved(d) if d.rule.is_none() => Some((|| {
             tenant_matches(state, ctx)?;
             tenant_created(state)?;
+            may_act_plainly(state, ctx)?;
             approve_rules(state, ctx, &d.payout, d.batch.as_ref())?;
             Ok(true)
         })()),
@@ -746,7 +997,15 @@ pub(crate) fn audit_fast_path(
         | EventBody::PayoutReleased(_)
         | EventBody::PayoutFailed(_)
         | EventBody::PayoutCancelled(_)
-        | EventBody::CommandRejected(_) => None,
+        | EventBody::CommandRejected(_)
+        | EventBody::PayoutApproved(_)
+        | EventBody::AutopayRuleProposed(_)
+        | EventBody::AutopayRuleEnabled(_)
+        | EventBody::AutopayRuleDisabled(_)
+        | EventBody::UserDeactivated(_)
+        | EventBody::TotpRecovered(_)
+        | EventBody::TenantSuspended(_)
+        | EventBody::TenantResumed(_) => None,
     }
 }
 
@@ -770,7 +1029,7 @@ pub fn decide_batch(
     for (index, command) in commands.iter().enumerate() {
         let produced = decide(&scratch, command, ctx).map_err(|r| (index, r))?;
         for body in produced {
-            scratch.apply_body(ctx.actor, &body);
+            scratch.apply_body(&body.sealed_actor(ctx.actor), ctx.at, &body);
             bodies.push(body);
         }
     }

@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use crate::canonical::{self, CanonicalError};
 use crate::crypto::{Hash, EVENT_HASH_PREFIX};
-use crate::ids::{AccountId, ApiKeyId, EventId, PayeeId, PayoutId, PrincipalId, TenantId};
+use crate::ids::{
+    AccountId, ApiKeyId, AutopayRuleId, EventId, PayeeId, PayoutId, PrincipalId, TenantId,
+};
 use crate::money::Currency;
 use crate::policy::{ApprovalRule, Permission, Role};
 use crate::proof::TwoFactorProof;
@@ -172,6 +174,9 @@ pub struct PayoutRequested {
 pub struct PayoutApproved {
     /// The payout.
     pub payout: PayoutId,
+    /// The auto-pay rule that approved it (the event's actor is then `rule:<id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<AutopayRuleId>,
     /// Batch list, for batch approvals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<Vec<String>>,
@@ -259,6 +264,65 @@ pub struct CommandRejected {
     pub detail: Option<String>,
 }
 
+/// `autopay.rule.proposed`: a standing approval's terms (they never change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutopayRuleProposed {
+    /// The rule.
+    pub rule: AutopayRuleId,
+    /// The one source account it covers.
+    pub account: AccountId,
+    /// The payees it covers.
+    pub payees: Vec<PayeeId>,
+    /// Its one currency.
+    pub currency: Currency,
+    /// The ceiling per payout, amount text.
+    pub max_amount: String,
+    /// The most it approves per UTC day, amount text.
+    pub daily_limit: String,
+}
+
+/// `autopay.rule.enabled`, by an admin other than the proposer, with a 2FA proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutopayRuleEnabled {
+    /// The rule.
+    pub rule: AutopayRuleId,
+    /// The enabling admin's 2FA proof (action `autopay.enable`, subject the rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub two_factor: Option<TwoFactorProof>,
+}
+
+/// `autopay.rule.disabled`, by any admin, no code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutopayRuleDisabled {
+    /// The rule.
+    pub rule: AutopayRuleId,
+    /// Why.
+    pub reason: String,
+}
+
+/// `user.deactivated`: the user's keys stop working and their roles stop counting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeactivated {
+    /// The user.
+    pub user: PrincipalId,
+    /// Why.
+    pub reason: String,
+}
+
+/// `totp.recovered`: the user spent a recovery code to enrol a new TOTP secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpRecovered {
+    /// The user (the actor).
+    pub user: PrincipalId,
+}
+
+/// `tenant.suspended` and `tenant.resumed`, by the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantStatusChanged {
+    /// Why.
+    pub reason: String,
+}
+
 /// Every event kind with its typed data. Exhaustive: a new kind breaks every match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventBody {
@@ -300,6 +364,20 @@ pub enum EventBody {
     PayoutCancelled(PayoutEnded),
     /// `command.rejected`
     CommandRejected(CommandRejected),
+    /// `autopay.rule.proposed`
+    AutopayRuleProposed(AutopayRuleProposed),
+    /// `autopay.rule.enabled`
+    AutopayRuleEnabled(AutopayRuleEnabled),
+    /// `autopay.rule.disabled`
+    AutopayRuleDisabled(AutopayRuleDisabled),
+    /// `user.deactivated`
+    UserDeactivated(UserDeactivated),
+    /// `totp.recovered`
+    TotpRecovered(TotpRecovered),
+    /// `tenant.suspended`
+    TenantSuspended(TenantStatusChanged),
+    /// `tenant.resumed`
+    TenantResumed(TenantStatusChanged),
 }
 
 /// Why an event's data does not fit its kind.
@@ -383,6 +461,13 @@ body_kinds! {
     PayoutFailed => "payout.failed",
     PayoutCancelled => "payout.cancelled",
     CommandRejected => "command.rejected",
+    AutopayRuleProposed => "autopay.rule.proposed",
+    AutopayRuleEnabled => "autopay.rule.enabled",
+    AutopayRuleDisabled => "autopay.rule.disabled",
+    UserDeactivated => "user.deactivated",
+    TotpRecovered => "totp.recovered",
+    TenantSuspended => "tenant.suspended",
+    TenantResumed => "tenant.resumed",
 }
 
 impl EventBody {
@@ -395,7 +480,14 @@ impl EventBody {
             EventBody::PayoutAuthorized(d) => d.two_factor.as_ref(),
             EventBody::PayoutExecuted(d) => d.two_factor.as_ref(),
             EventBody::PayoutReleased(d) => d.two_factor.as_ref(),
-            EventBody::TenantCreated(_)
+            EventBody::AutopayRuleEnabled(d) => d.two_factor.as_ref(),
+            EventBody::AutopayRuleProposed(_)
+            | EventBody::AutopayRuleDisabled(_)
+            | EventBody::UserDeactivated(_)
+            | EventBody::TotpRecovered(_)
+            | EventBody::TenantSuspended(_)
+            | EventBody::TenantResumed(_)
+            | EventBody::TenantCreated(_)
             | EventBody::UserAdded(_)
             | EventBody::RoleRevoked(_)
             | EventBody::ApiKeyRevoked(_)
@@ -431,8 +523,28 @@ impl EventBody {
             | EventBody::PayoutApproved(_)
             | EventBody::PayoutRejected(_)
             | EventBody::PayoutExecuted(_)
-            | EventBody::CommandRejected(_) => &[],
+            | EventBody::CommandRejected(_)
+            | EventBody::AutopayRuleProposed(_)
+            | EventBody::AutopayRuleEnabled(_)
+            | EventBody::AutopayRuleDisabled(_)
+            | EventBody::UserDeactivated(_)
+            | EventBody::TotpRecovered(_)
+            | EventBody::TenantSuspended(_)
+            | EventBody::TenantResumed(_) => &[],
         }
+    }
+
+    /// The actor to seal the event with when `submitter` submitted the command that
+    /// produced it: the rule's principal for an approval by an auto-pay rule, else the
+    /// submitter.
+    pub fn sealed_actor(&self, submitter: &PrincipalId) -> PrincipalId {
+        if let EventBody::PayoutApproved(PayoutApproved {
+            rule: Some(rule), ..
+        }) = self
+        {
+            return PrincipalId::of_rule(rule);
+        }
+        submitter.clone()
     }
 }
 
@@ -993,6 +1105,7 @@ fn simple_body(kind: &str, data: &str) -> Option<EventBody> {
             cursor.literal(b"}")?;
             EventBody::PayoutApproved(PayoutApproved {
                 payout: PayoutId::parse(payout).ok()?,
+                rule: None,
                 batch: None,
             })
         }
@@ -1232,6 +1345,7 @@ mod tests {
     fn approved(batch: Option<Vec<String>>) -> EventBody {
         EventBody::PayoutApproved(PayoutApproved {
             payout: id("po_1"),
+            rule: None,
             batch,
         })
     }
@@ -1319,7 +1433,7 @@ mod tests {
         ));
         assert_eq!(
             approved(None).field_names(),
-            &["payout", "batch"],
+            &["payout", "rule", "batch"],
             "serde's field list"
         );
     }

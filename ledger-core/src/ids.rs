@@ -36,6 +36,13 @@ pub enum IdError {
 /// Longest id body (after the prefix) accepted anywhere.
 pub const ID_LENGTH_MAX: usize = 64;
 
+/// The prefix of an auto-pay rule's principal, `rule:apr_…`.
+pub const RULE_PRINCIPAL_PREFIX: &str = "rule:";
+
+/// The operator's principal id (a service id no tenant can be given: services get random
+/// ids).
+pub const OPERATOR_PRINCIPAL: &str = "svc_operator";
+
 fn is_body_char(c: u8) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-'
 }
@@ -145,6 +152,8 @@ string_id!(
     |s| {
         if s.starts_with("svc_") {
             check_prefixed("principal id", "svc_", s)
+        } else if let Some(rule) = s.strip_prefix(RULE_PRINCIPAL_PREFIX) {
+            check_prefixed("principal id", "apr_", rule)
         } else {
             check_prefixed("principal id", "usr_", s)
         }
@@ -156,9 +165,29 @@ impl PrincipalId {
     pub fn kind(&self) -> PrincipalKind {
         if self.0.starts_with("svc_") {
             PrincipalKind::Service
+        } else if self.0.starts_with(RULE_PRINCIPAL_PREFIX) {
+            PrincipalKind::Rule
         } else {
             PrincipalKind::User
         }
+    }
+
+    /// The principal an auto-pay rule acts as: `rule:apr_…`, distinct from every person
+    /// and service (DESIGN section 3).
+    pub fn of_rule(rule: &AutopayRuleId) -> PrincipalId {
+        PrincipalId(smol_str::format_smolstr!("{RULE_PRINCIPAL_PREFIX}{rule}"))
+    }
+
+    /// The rule this principal is, for `rule:apr_…`.
+    pub fn rule(&self) -> Option<AutopayRuleId> {
+        let rule = self.0.strip_prefix(RULE_PRINCIPAL_PREFIX)?;
+        AutopayRuleId::parse(rule).ok()
+    }
+
+    /// The operator: the principal of `ledger-api tenant suspend|resume`, run on the
+    /// server by whoever runs the service, not by any tenant's user.
+    pub fn operator() -> PrincipalId {
+        PrincipalId(smol_str::SmolStr::new_static(OPERATOR_PRINCIPAL))
     }
 }
 
@@ -169,6 +198,8 @@ pub enum PrincipalKind {
     User,
     /// A service (`svc_…`), e.g. the settlement system.
     Service,
+    /// An auto-pay rule (`rule:apr_…`), the approver of the payouts it matches.
+    Rule,
 }
 
 string_id!(
@@ -188,6 +219,12 @@ string_id!(
     PayoutId,
     "PayoutId",
     |s| check_prefixed("payout id", "po_", s)
+);
+string_id!(
+    /// An auto-pay rule `apr_…`.
+    AutopayRuleId,
+    "AutopayRuleId",
+    |s| check_prefixed("auto-pay rule id", "apr_", s)
 );
 string_id!(
     /// An API key id `key_…` (the public half of `<key_id>.<secret>`).

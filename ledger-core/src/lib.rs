@@ -5,6 +5,7 @@
 //! rejection; `apply` folds events into state; [`verify`] checks a whole export with the
 //! very same `decide`.
 
+pub mod autopay;
 pub mod canonical;
 pub mod checkpoint;
 pub mod command;

@@ -71,6 +71,9 @@ pub enum Permission {
     /// Subscribe webhooks to the tenant's events, list, delete and redeliver them.
     #[serde(rename = "webhook.manage")]
     WebhookManage,
+    /// Propose, enable and disable auto-pay rules.
+    #[serde(rename = "autopay.manage")]
+    AutopayManage,
 }
 
 impl Permission {
@@ -97,6 +100,7 @@ impl Permission {
             Permission::PayoutFail => "payout.fail",
             Permission::FundsDeposit => "funds.deposit",
             Permission::WebhookManage => "webhook.manage",
+            Permission::AutopayManage => "autopay.manage",
         }
     }
 }
@@ -156,6 +160,7 @@ impl Role {
                 LedgerRead,
                 AuditRead,
                 WebhookManage,
+                AutopayManage,
             ],
             Role::Requester => &[PayoutRequest, PayoutCancel, PayeeRead, LedgerRead],
             Role::Approver => &[PayoutApprove, PayoutReject, LedgerRead],
@@ -320,6 +325,7 @@ mod tests {
                 "ledger.read",
                 "audit.read",
                 "webhook.manage",
+                "autopay.manage",
             ],
         );
         check(

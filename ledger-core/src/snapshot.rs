@@ -8,16 +8,17 @@ use std::collections::{BTreeSet, HashMap};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::autopay::{AutopayRule, RuleStatus};
 use crate::crypto::Hash;
 use crate::event::ChainHead;
-use crate::ids::{AccountId, ApiKeyId, PayeeId, PayoutId, PrincipalId, TenantId};
+use crate::ids::{AccountId, ApiKeyId, AutopayRuleId, PayeeId, PayoutId, PrincipalId, TenantId};
 use crate::money::{Currency, Money};
 use crate::policy::{ApprovalPolicy, ApprovalRule, Role};
 use crate::proof::TwoFactorProof;
 use crate::state::{Account, OpenPayout, Payout, PayoutStatus, Principal, TenantState};
 
 /// The snapshot format version.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// An open payout's fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +27,7 @@ struct OpenRecord {
     status: PayoutStatus,
     account: AccountId,
     money: Money,
+    payee: PayeeId,
     requester: PrincipalId,
     approvers: Vec<PrincipalId>,
     approvals_required: u32,
@@ -55,7 +57,7 @@ pub struct Snapshot {
     /// The hash of the event at `seq`.
     pub head: Hash,
     created: bool,
-    principals: Vec<(PrincipalId, bool, BTreeSet<Role>)>,
+    principals: Vec<(PrincipalId, bool, BTreeSet<Role>, bool)>,
     api_keys: Vec<(ApiKeyId, PrincipalId)>,
     accounts: Vec<(AccountId, Currency, Decimal, Decimal)>,
     payees: Vec<PayeeId>,
@@ -63,6 +65,25 @@ pub struct Snapshot {
     world: Vec<(Currency, bool, Decimal)>,
     policy: Vec<ApprovalRule>,
     last_proofs: Vec<(PrincipalId, TwoFactorProof)>,
+    autopay_rules: Vec<RuleRecord>,
+    just_requested: Option<PayoutId>,
+    suspended: bool,
+}
+
+/// An auto-pay rule's terms and day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleRecord {
+    rule: AutopayRuleId,
+    account: AccountId,
+    payees: Vec<PayeeId>,
+    max_amount: Money,
+    daily_limit: Money,
+    proposer: PrincipalId,
+    enabler: Option<PrincipalId>,
+    status: RuleStatus,
+    day: i64,
+    day_total: Decimal,
 }
 
 /// Why a snapshot cannot be restored.
@@ -99,7 +120,7 @@ impl Snapshot {
             created: state.created,
             principals: sorted(&state.principals)
                 .into_iter()
-                .map(|(id, p)| (id.clone(), p.added, p.roles.clone()))
+                .map(|(id, p)| (id.clone(), p.added, p.roles.clone(), p.deactivated))
                 .collect(),
             api_keys: sorted(&state.api_keys)
                 .into_iter()
@@ -127,6 +148,7 @@ impl Snapshot {
                         open: Some(OpenRecord {
                             status: open.status,
                             account: open.account.clone(),
+                            payee: open.payee.clone(),
                             money: open.money,
                             requester: open.requester.clone(),
                             approvers: open.approvers.to_vec(),
@@ -147,6 +169,24 @@ impl Snapshot {
                 .into_iter()
                 .map(|(id, proof)| (id.clone(), proof.clone()))
                 .collect(),
+            autopay_rules: state
+                .autopay_rules
+                .iter()
+                .map(|(id, rule)| RuleRecord {
+                    rule: id.clone(),
+                    account: rule.account.clone(),
+                    payees: rule.payees.iter().cloned().collect(),
+                    max_amount: rule.max_amount,
+                    daily_limit: rule.daily_limit,
+                    proposer: rule.proposer.clone(),
+                    enabler: rule.enabler.clone(),
+                    status: rule.status,
+                    day: rule.day,
+                    day_total: rule.day_total,
+                })
+                .collect(),
+            just_requested: state.just_requested.clone(),
+            suspended: state.suspended,
         }
     }
 
@@ -160,7 +200,16 @@ impl Snapshot {
         state.principals = self
             .principals
             .into_iter()
-            .map(|(id, added, roles)| (id, Principal { added, roles }))
+            .map(|(id, added, roles, deactivated)| {
+                (
+                    id,
+                    Principal {
+                        added,
+                        roles,
+                        deactivated,
+                    },
+                )
+            })
             .collect();
         state.api_keys = self.api_keys.into_iter().collect();
         state.accounts = self
@@ -184,6 +233,7 @@ impl Snapshot {
                 (None, Some(open)) => Payout::Open(Box::new(OpenPayout {
                     status: open.status,
                     account: open.account,
+                    payee: open.payee,
                     money: open.money,
                     requester: open.requester,
                     approvers: open.approvers.into(),
@@ -205,6 +255,28 @@ impl Snapshot {
         state.policy = ApprovalPolicy::from_rules(&self.policy)
             .map_err(|e| SnapshotError::Policy(e.to_string()))?;
         state.last_proofs = self.last_proofs.into_iter().collect();
+        state.autopay_rules = self
+            .autopay_rules
+            .into_iter()
+            .map(|r| {
+                (
+                    r.rule,
+                    AutopayRule {
+                        account: r.account,
+                        payees: r.payees.into_iter().collect(),
+                        max_amount: r.max_amount,
+                        daily_limit: r.daily_limit,
+                        proposer: r.proposer,
+                        enabler: r.enabler,
+                        status: r.status,
+                        day: r.day,
+                        day_total: r.day_total,
+                    },
+                )
+            })
+            .collect();
+        state.just_requested = self.just_requested;
+        state.suspended = self.suspended;
         Ok((
             state,
             ChainHead {

@@ -5,11 +5,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rust_decimal::Decimal;
 
+use crate::autopay::{AutopayRule, RuleStatus};
 use crate::event::{Event, EventBody, Posting};
-use crate::ids::{AccountId, ApiKeyId, PayeeId, PayoutId, PrincipalId, TenantId};
+use crate::ids::{AccountId, ApiKeyId, AutopayRuleId, PayeeId, PayoutId, PrincipalId, TenantId};
 use crate::money::{Currency, Money};
 use crate::policy::{ApprovalPolicy, Role};
 use crate::proof::TwoFactorProof;
+use crate::time::Timestamp;
 
 /// The core's hash maps keyed by its own ids: foldhash with a fixed seed (fast on short
 /// keys, and no random seed: the core draws no randomness, and a run is the same every
@@ -89,6 +91,8 @@ pub struct Principal {
     pub added: bool,
     /// Roles held now.
     pub roles: BTreeSet<Role>,
+    /// Deactivated (`user.deactivated`): acts no more, roles count no more.
+    pub deactivated: bool,
 }
 
 /// An account and its balances.
@@ -176,6 +180,8 @@ pub struct OpenPayout {
     pub status: PayoutStatus,
     /// Source account.
     pub account: AccountId,
+    /// Payee.
+    pub payee: PayeeId,
     /// Amount.
     pub money: Money,
     /// Who requested.
@@ -233,6 +239,13 @@ pub struct TenantState {
     pub policy: ApprovalPolicy,
     /// The last proof each principal used (the step rule).
     pub last_proofs: IdMap<PrincipalId, TwoFactorProof>,
+    /// Auto-pay rules, in id order (the writer tries them in this order).
+    pub autopay_rules: BTreeMap<AutopayRuleId, AutopayRule>,
+    /// The payout the last event requested, if the last event was a request: an
+    /// auto-pay approval follows its request in the same batch.
+    pub just_requested: Option<PayoutId>,
+    /// Suspended by the operator (`tenant.suspended`).
+    pub suspended: bool,
 }
 
 impl TenantState {
@@ -249,12 +262,25 @@ impl TenantState {
             world: BTreeMap::new(),
             policy: ApprovalPolicy::default(),
             last_proofs: IdMap::default(),
+            autopay_rules: BTreeMap::new(),
+            just_requested: None,
+            suspended: false,
         }
     }
 
-    /// Roles of `principal`.
+    /// Roles of `principal` (none once deactivated: they count no more).
     pub fn roles_of(&self, principal: &PrincipalId) -> Option<&BTreeSet<Role>> {
-        self.principals.get(principal).map(|p| &p.roles)
+        self.principals
+            .get(principal)
+            .filter(|p| !p.deactivated)
+            .map(|p| &p.roles)
+    }
+
+    /// Whether `principal` was deactivated.
+    pub fn is_deactivated(&self, principal: &PrincipalId) -> bool {
+        self.principals
+            .get(principal)
+            .is_some_and(|p| p.deactivated)
     }
 
     /// The balance of a bucket (zero when unknown).
@@ -331,11 +357,27 @@ impl TenantState {
 
     /// Applies one event (in place).
     pub fn apply_mut(&mut self, event: &Event) {
-        self.apply_body(&event.actor, &event.body);
+        self.apply_body(&event.actor, event.at, &event.body);
     }
 
-    /// Applies an event body decided for `actor` (before it is sealed).
-    pub fn apply_body(&mut self, actor: &PrincipalId, body: &EventBody) {
+    fn rule_mut(&mut self, rule: &AutopayRuleId) -> &mut AutopayRule {
+        match self.autopay_rules.get_mut(rule) {
+            Some(rule) => rule,
+            None => panic!("invariant: unknown auto-pay rule {rule}"),
+        }
+    }
+
+    /// Applies an event body decided for `actor` at `at` (before it is sealed).
+    pub fn apply_body(&mut self, actor: &PrincipalId, at: Timestamp, body: &EventBody) {
+        // A denial recorded as evidence changes no state (and never falls inside a batch).
+        if let EventBody::CommandRejected(_) = body {
+            return;
+        }
+        self.just_requested = if let EventBody::PayoutRequested(d) = body {
+            Some(d.payout.clone())
+        } else {
+            None
+        };
         if let Some(proof) = body.two_factor() {
             self.last_proofs.insert(actor.clone(), proof.clone());
         }
@@ -393,6 +435,7 @@ impl TenantState {
                     Payout::Open(Box::new(OpenPayout {
                         status: PayoutStatus::Requested,
                         account: d.account.clone(),
+                        payee: d.payee.clone(),
                         money,
                         requester: actor.clone(),
                         approvers: Approvers::new(),
@@ -407,6 +450,10 @@ impl TenantState {
                 payout.approvers.push(actor.clone());
                 if payout.approvers.len() >= payout.approvals_required as usize {
                     payout.status = PayoutStatus::Approved;
+                }
+                let money = payout.money;
+                if let Some(rule) = &d.rule {
+                    self.rule_mut(rule).count(&money, at);
                 }
             }
             EventBody::PayoutRejected(d) => self.close_payout(&d.payout, PayoutStatus::Rejected),
@@ -423,7 +470,38 @@ impl TenantState {
             EventBody::PayoutReleased(d) => self.close_payout(&d.payout, PayoutStatus::Released),
             EventBody::PayoutFailed(d) => self.close_payout(&d.payout, PayoutStatus::Failed),
             EventBody::PayoutCancelled(d) => self.close_payout(&d.payout, PayoutStatus::Cancelled),
-            EventBody::CommandRejected(_) => {}
+            EventBody::CommandRejected(_) | EventBody::TotpRecovered(_) => {}
+            EventBody::AutopayRuleProposed(d) => {
+                let parse = |text: &str| match Money::parse_exact(text, d.currency) {
+                    Ok(money) => money,
+                    Err(e) => panic!("invariant: auto-pay rule amount: {e}"),
+                };
+                self.autopay_rules.insert(
+                    d.rule.clone(),
+                    AutopayRule {
+                        account: d.account.clone(),
+                        payees: d.payees.iter().cloned().collect(),
+                        max_amount: parse(&d.max_amount),
+                        daily_limit: parse(&d.daily_limit),
+                        proposer: actor.clone(),
+                        enabler: None,
+                        status: RuleStatus::Proposed,
+                        day: i64::MIN,
+                        day_total: Decimal::ZERO,
+                    },
+                );
+            }
+            EventBody::AutopayRuleEnabled(d) => {
+                let rule = self.rule_mut(&d.rule);
+                rule.status = RuleStatus::Enabled;
+                rule.enabler = Some(actor.clone());
+            }
+            EventBody::AutopayRuleDisabled(d) => {
+                self.rule_mut(&d.rule).status = RuleStatus::Disabled
+            }
+            EventBody::UserDeactivated(d) => self.principal_mut(&d.user).deactivated = true,
+            EventBody::TenantSuspended(_) => self.suspended = true,
+            EventBody::TenantResumed(_) => self.suspended = false,
         }
     }
 }

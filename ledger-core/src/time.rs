@@ -16,6 +16,8 @@ pub struct TimestampError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
 const MICROS_PER_SECOND: i64 = 1_000_000;
 
 impl Timestamp {
@@ -32,6 +34,11 @@ impl Timestamp {
     /// Whole seconds since the epoch (floor).
     pub fn unix_seconds(&self) -> i64 {
         self.0.div_euclid(MICROS_PER_SECOND)
+    }
+
+    /// The UTC day, as days since 1970-01-01 (the auto-pay rules' daily limits).
+    pub fn utc_day(&self) -> i64 {
+        self.0.div_euclid(MICROS_PER_DAY)
     }
 
     /// `self - earlier` in microseconds, saturating.

@@ -760,7 +760,14 @@ impl Verifier {
             | EventBody::PayoutAuthorized(_)
             | EventBody::PayoutExecuted(_)
             | EventBody::PayoutFailed(_)
-            | EventBody::PayoutCancelled(_) => {}
+            | EventBody::PayoutCancelled(_)
+            | EventBody::AutopayRuleProposed(_)
+            | EventBody::AutopayRuleEnabled(_)
+            | EventBody::AutopayRuleDisabled(_)
+            | EventBody::UserDeactivated(_)
+            | EventBody::TotpRecovered(_)
+            | EventBody::TenantSuspended(_)
+            | EventBody::TenantResumed(_) => {}
         }
     }
 
@@ -1134,9 +1141,20 @@ fn command_of(body: &EventBody) -> Result<Option<Command>, Rejection> {
             reference: d.reference.clone(),
             metadata: d.metadata.clone(),
         },
-        EventBody::PayoutApproved(d) => Command::ApprovePayout {
-            payout: d.payout.clone(),
-            batch: d.batch.clone(),
+        EventBody::PayoutApproved(d) => match &d.rule {
+            Some(rule) if d.batch.is_none() => Command::ApprovePayoutByRule {
+                payout: d.payout.clone(),
+                rule: rule.clone(),
+            },
+            Some(_) => {
+                return Err(Rejection::validation(
+                    "an auto-pay approval carries no batch",
+                ))
+            }
+            None => Command::ApprovePayout {
+                payout: d.payout.clone(),
+                batch: d.batch.clone(),
+            },
         },
         EventBody::PayoutRejected(d) => Command::RejectPayout {
             payout: d.payout.clone(),
@@ -1167,6 +1185,32 @@ fn command_of(body: &EventBody) -> Result<Option<Command>, Rejection> {
             reason: d.reason.clone(),
         },
         EventBody::CommandRejected(_) => return Ok(None),
+        EventBody::AutopayRuleProposed(d) => Command::ProposeAutopayRule {
+            rule: d.rule.clone(),
+            account: d.account.clone(),
+            payees: d.payees.clone(),
+            max_amount: exact_money(&d.max_amount, d.currency)?,
+            daily_limit: exact_money(&d.daily_limit, d.currency)?,
+        },
+        EventBody::AutopayRuleEnabled(d) => Command::EnableAutopayRule {
+            rule: d.rule.clone(),
+            two_factor: d.two_factor.clone(),
+        },
+        EventBody::AutopayRuleDisabled(d) => Command::DisableAutopayRule {
+            rule: d.rule.clone(),
+            reason: d.reason.clone(),
+        },
+        EventBody::UserDeactivated(d) => Command::DeactivateUser {
+            user: d.user.clone(),
+            reason: d.reason.clone(),
+        },
+        EventBody::TotpRecovered(_) => Command::RecoverTotp {},
+        EventBody::TenantSuspended(d) => Command::SuspendTenant {
+            reason: d.reason.clone(),
+        },
+        EventBody::TenantResumed(d) => Command::ResumeTenant {
+            reason: d.reason.clone(),
+        },
     };
     Ok(Some(command))
 }

@@ -464,7 +464,8 @@ fn fitting(permission: Permission) -> &'static [&'static str] {
         | Permission::ApiKeyManage
         | Permission::PayeeManage
         | Permission::PolicyManage
-        | Permission::WebhookManage => &["usr_admin"],
+        | Permission::WebhookManage
+        | Permission::AutopayManage => &["usr_admin"],
         Permission::LedgerRead
         | Permission::AuditRead
         | Permission::AuditExport
@@ -826,7 +827,14 @@ fn act_of(body: &EventBody) -> Option<(String, Act)> {
         | EventBody::FundsDeposited(_)
         | EventBody::PayeeAdded(_)
         | EventBody::PolicyUpdated(_)
-        | EventBody::CommandRejected(_) => return None,
+        | EventBody::CommandRejected(_)
+        | EventBody::AutopayRuleProposed(_)
+        | EventBody::AutopayRuleEnabled(_)
+        | EventBody::AutopayRuleDisabled(_)
+        | EventBody::UserDeactivated(_)
+        | EventBody::TotpRecovered(_)
+        | EventBody::TenantSuspended(_)
+        | EventBody::TenantResumed(_) => return None,
     };
     Some((payout.to_string(), act))
 }

@@ -170,10 +170,10 @@ fn a_malformed_snapshot_is_refused() {
     let ledger = chain();
     let text = Snapshot::of(&ledger.state, ledger.head).to_json();
     assert!(matches!(
-        Snapshot::from_json(&text.replacen("\"v\":1", "\"v\":2", 1))
+        Snapshot::from_json(&text.replacen("\"v\":2", "\"v\":3", 1))
             .expect("parse")
             .restore(),
-        Err(SnapshotError::Version(2))
+        Err(SnapshotError::Version(3))
     ));
     assert!(Snapshot::from_json("{}").is_err());
     assert!(

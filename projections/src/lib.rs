@@ -250,7 +250,14 @@ impl Payouts {
             | EventBody::AccountOpened(_)
             | EventBody::FundsDeposited(_)
             | EventBody::PayeeAdded(_)
-            | EventBody::CommandRejected(_) => {}
+            | EventBody::CommandRejected(_)
+            | EventBody::AutopayRuleProposed(_)
+            | EventBody::AutopayRuleEnabled(_)
+            | EventBody::AutopayRuleDisabled(_)
+            | EventBody::UserDeactivated(_)
+            | EventBody::TotpRecovered(_)
+            | EventBody::TenantSuspended(_)
+            | EventBody::TenantResumed(_) => {}
         }
     }
 }
@@ -328,6 +335,13 @@ pub fn action_of(body: &EventBody) -> (String, String) {
         EventBody::PayoutFailed(d) => ("payout.fail", d.payout.to_string()),
         EventBody::PayoutCancelled(d) => ("payout.cancel", d.payout.to_string()),
         EventBody::CommandRejected(d) => return (d.action.clone(), d.subject.clone()),
+        EventBody::AutopayRuleProposed(d) => ("autopay.propose", d.rule.to_string()),
+        EventBody::AutopayRuleEnabled(d) => ("autopay.enable", d.rule.to_string()),
+        EventBody::AutopayRuleDisabled(d) => ("autopay.disable", d.rule.to_string()),
+        EventBody::UserDeactivated(d) => ("user.deactivate", d.user.to_string()),
+        EventBody::TotpRecovered(_) => ("totp.recover", "totp".into()),
+        EventBody::TenantSuspended(_) => ("tenant.suspend", "tenant".into()),
+        EventBody::TenantResumed(_) => ("tenant.resume", "tenant".into()),
     };
     (action.to_owned(), subject)
 }
@@ -511,7 +525,14 @@ impl Keys {
             | EventBody::ApiKeyRevoked(_)
             | EventBody::PayeeAdded(_)
             | EventBody::PolicyUpdated(_)
-            | EventBody::CommandRejected(_) => None,
+            | EventBody::CommandRejected(_)
+            | EventBody::AutopayRuleProposed(_)
+            | EventBody::AutopayRuleEnabled(_)
+            | EventBody::AutopayRuleDisabled(_)
+            | EventBody::UserDeactivated(_)
+            | EventBody::TotpRecovered(_)
+            | EventBody::TenantSuspended(_)
+            | EventBody::TenantResumed(_) => None,
         };
         if let Some(payout) = payout {
             self.payouts.insert(payout.clone());

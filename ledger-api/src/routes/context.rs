@@ -265,6 +265,10 @@ pub(crate) fn with_proof(
             two_factor: Some(proof),
             batch: list,
         },
+        Command::EnableAutopayRule { rule, .. } => Command::EnableAutopayRule {
+            rule,
+            two_factor: Some(proof),
+        },
         other @ (Command::CreateTenant { .. }
         | Command::AddUser { .. }
         | Command::RevokeRole { .. }
@@ -276,7 +280,14 @@ pub(crate) fn with_proof(
         | Command::ApprovePayout { .. }
         | Command::RejectPayout { .. }
         | Command::FailPayout { .. }
-        | Command::CancelPayout { .. }) => other,
+        | Command::CancelPayout { .. }
+        | Command::ProposeAutopayRule { .. }
+        | Command::DisableAutopayRule { .. }
+        | Command::ApprovePayoutByRule { .. }
+        | Command::DeactivateUser { .. }
+        | Command::RecoverTotp {}
+        | Command::SuspendTenant { .. }
+        | Command::ResumeTenant { .. }) => other,
     }
 }
 

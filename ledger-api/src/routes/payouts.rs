@@ -519,7 +519,15 @@ async fn batch_action(
                 | Command::ExecutePayout { .. }
                 | Command::ReleasePayout { .. }
                 | Command::FailPayout { .. }
-                | Command::CancelPayout { .. }) => other,
+                | Command::CancelPayout { .. }
+                | Command::EnableAutopayRule { .. }
+                | Command::ProposeAutopayRule { .. }
+                | Command::DisableAutopayRule { .. }
+                | Command::ApprovePayoutByRule { .. }
+                | Command::DeactivateUser { .. }
+                | Command::RecoverTotp {}
+                | Command::SuspendTenant { .. }
+                | Command::ResumeTenant { .. }) => other,
             })
             .collect();
         ctx.submit(commands, None, view).await?
