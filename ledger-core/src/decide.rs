@@ -229,37 +229,22 @@ pub fn decide(
     Ok(vec![body])
 }
 
-/// What every command after `tenant.created` must pass: the actor still active, and the
-/// tenant not suspended (but for the operator's own suspend and resume).
-fn may_act(state: &TenantState, ctx: &Context<'_>, command: &Command) -> Result<(), Rejection> {
-    let operator_command = matches!(
-        command,
-        Command::SuspendTenant { .. } | Command::ResumeTenant { .. }
-    );
+/// What every command after `tenant.created` must pass: the tenant not suspended (but
+/// for the operator's own suspend and resume), the actor still active, and a rule's
+/// principal doing nothing but approve by rule.
+fn may_act(
+    state: &TenantState,
+    ctx: &Context<'_>,
+    operator_command: bool,
+    by_rule: bool,
+) -> Result<(), Rejection> {
     if state.suspended && !operator_command {
         return Err(Rejection::TenantSuspended);
     }
     if state.is_deactivated(ctx.actor) {
         return Err(Rejection::Deactivated);
     }
-    let by_rule = matches!(command, Command::ApprovePayoutByRule { .. });
     if by_rule != (ctx.actor.kind() == PrincipalKind::Rule) {
-        return Err(Rejection::validation(
-            "an auto-pay rule approves, and only a rule approves by rule",
-        ));
-    }
-    Ok(())
-}
-
-/// [`may_act`] for the verifier's fast path (requests and plain approvals).
-fn may_act_plainly(state: &TenantState, ctx: &Context<'_>) -> Result<(), Rejection> {
-    if state.suspended {
-        return Err(Rejection::TenantSuspended);
-    }
-    if state.is_deactivated(ctx.actor) {
-        return Err(Rejection::Deactivated);
-    }
-    if ctx.actor.kind() == PrincipalKind::Rule {
         return Err(Rejection::validation(
             "an auto-pay rule approves, and only a rule approves by rule",
         ));
@@ -303,7 +288,15 @@ pub(crate) fn decide_one(
         }));
     }
     tenant_created(state)?;
-    may_act(state, ctx, command)?;
+    may_act(
+        state,
+        ctx,
+        matches!(
+            command,
+            Command::SuspendTenant { .. } | Command::ResumeTenant { .. }
+        ),
+        matches!(command, Command::ApprovePayoutByRule { .. }),
+    )?;
     let body = match command {
         Command::CreateTenant { .. } => unreachable!("handled above"),
         Command::AddUser { user, name } => {
@@ -962,7 +955,7 @@ pub(crate) fn audit_fast_path(
             let money = exact_money(&d.amount, d.currency)?;
             tenant_matches(state, ctx)?;
             tenant_created(state)?;
-            may_act_plainly(state, ctx)?;
+            may_act(state, ctx, false, false)?;
             request_rules(
                 state,
                 &d.payout,
@@ -977,7 +970,7 @@ pub(crate) fn audit_fast_path(
         EventBody::PayoutApproved(d) if d.rule.is_none() => Some((|| {
             tenant_matches(state, ctx)?;
             tenant_created(state)?;
-            may_act_plainly(state, ctx)?;
+            may_act(state, ctx, false, false)?;
             approve_rules(state, ctx, &d.payout, d.batch.as_ref())?;
             Ok(true)
         })()),
